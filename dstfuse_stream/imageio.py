@@ -1,0 +1,90 @@
+"""Reading still images and finding IR/visible pairs on disk.
+
+Two folder layouts are recognised by :func:`list_pairs`:
+
+* paired folders: ``ROOT/ir/NAME`` + ``ROOT/vi/NAME`` (``vis/``, ``visible/`` also accepted for the
+  visible side, ``infrared/`` for IR), same file name = one pair;
+* LLVIP: ``ROOT/infrared/{train,test}/NAME`` + ``ROOT/visible/{train,test}/NAME``
+  (pass ``split="train"``/``"test"``; ``None`` takes both).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from dstfuse_stream.errors import SourceError
+
+__all__ = ["IMAGE_SUFFIXES", "read_bgr", "read_gray", "to_gray", "list_images", "list_pairs"]
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+_IR_DIRS = ("ir", "infrared", "IR", "Inf")
+_VIS_DIRS = ("vi", "vis", "visible", "VI", "Vis")
+
+
+def read_bgr(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image as ``(H, W, 3)`` uint8 BGR (gray files are expanded to 3 channels)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"image {str(path)!r}: file not found")
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None or img.size == 0:
+        raise SourceError(f"image {str(path)!r}: not a readable image (expected one of {sorted(IMAGE_SUFFIXES)})")
+    return img
+
+
+def to_gray(img: np.ndarray) -> np.ndarray:
+    """BGR uint8 ``(H, W, 3)`` or gray ``(H, W)`` -> luma Y (BT.601, as in YCrCb) uint8 ``(H, W)``."""
+    if img.ndim == 2:
+        return img
+    return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+
+
+def read_gray(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image as its luma, float32 ``(H, W)`` in [0, 1]."""
+    return to_gray(read_bgr(path)).astype(np.float32) / np.float32(255.0)
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SourceError(f"folder {str(folder)!r}: not a directory")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _first_dir(root: Path, names: tuple[str, ...]) -> Path | None:
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
+def list_pairs(root: str | os.PathLike[str], *, split: str | None = None) -> list[tuple[Path, Path]]:
+    """Sorted ``(ir_path, vis_path)`` pairs under ``root`` (paired-folder or LLVIP layout).
+
+    Files present on one side only are ignored; a root with no pair raises :class:`SourceError`.
+    """
+    root = Path(root)
+    ir_dir, vis_dir = _first_dir(root, _IR_DIRS), _first_dir(root, _VIS_DIRS)
+    if ir_dir is None or vis_dir is None:
+        raise SourceError(
+            f"pairs {str(root)!r}: expected sub-folders ir/ and vi/ (or LLVIP's infrared/ and visible/)"
+        )
+    llvip_splits = [s for s in ("train", "test") if (ir_dir / s).is_dir() and (vis_dir / s).is_dir()]
+    if llvip_splits:
+        if split is not None and split not in llvip_splits:
+            raise SourceError(f"pairs {str(root)!r}: split {split!r} not found; available: {llvip_splits}")
+        dirs = [(ir_dir / s, vis_dir / s) for s in ([split] if split else llvip_splits)]
+    else:
+        dirs = [(ir_dir, vis_dir)]
+    pairs: list[tuple[Path, Path]] = []
+    for ir_sub, vis_sub in dirs:
+        vis_by_name = {p.name: p for p in list_images(vis_sub)}
+        pairs.extend((p, vis_by_name[p.name]) for p in list_images(ir_sub) if p.name in vis_by_name)
+    if not pairs:
+        raise SourceError(f"pairs {str(root)!r}: no image has the same name in {ir_dir.name}/ and {vis_dir.name}/")
+    return pairs
