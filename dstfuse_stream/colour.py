@@ -1,7 +1,7 @@
 """Colour handling: fuse the luma (Y) and keep the visible image's chroma (Cr, Cb).
 
-Uses OpenCV's full-range YCrCb (BT.601), so ``Y`` equals :func:`cv2.cvtColor(..., COLOR_BGR2GRAY)`
-and a gray visible image round-trips exactly.
+Uses OpenCV's full-range YCrCb (BT.601); ``Y`` is the plane :func:`dstfuse_stream.imageio.to_gray`
+returns, and a gray visible image round-trips exactly.
 """
 
 from __future__ import annotations

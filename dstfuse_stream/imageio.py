@@ -37,10 +37,14 @@ def read_bgr(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def to_gray(img: np.ndarray) -> np.ndarray:
-    """BGR uint8 ``(H, W, 3)`` or gray ``(H, W)`` -> luma Y (BT.601, as in YCrCb) uint8 ``(H, W)``."""
+    """BGR uint8 ``(H, W, 3)`` or gray ``(H, W)`` -> luma Y uint8 ``(H, W)``.
+
+    The Y plane of OpenCV's YCrCb (BT.601), i.e. exactly the plane that the colour path
+    (:func:`dstfuse_stream.colour.split_luma`) fuses; ``COLOR_BGR2GRAY`` rounds differently by up to 1.
+    """
     if img.ndim == 2:
         return img
-    return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2YCrCb)[..., 0]
 
 
 def read_gray(path: str | os.PathLike[str]) -> np.ndarray:

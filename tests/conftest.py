@@ -1,0 +1,27 @@
+"""Shared fixtures: the real data beside the repo (skipped when absent) and tiny models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (real registered IR/visible pairs), or skip the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture()
+def lite_model():
+    """A randomly initialised lite DSTFuse in eval mode (seeded, CPU)."""
+    from dstfuse_stream import DSTFuse, get_config
+
+    torch.manual_seed(0)
+    return DSTFuse(get_config("lite")).eval()
