@@ -31,8 +31,6 @@ class DSTFuseConfig:
         num_res_blocks: residual blocks inside every EBlock, DBlock and OutBlock.
         kernel_size: spatial size of every conv in the encoder/decoder (odd).
         attention_width: channels of the small conv net that computes the IR attention map A(I).
-        output_scale_init: initial slope of the mapping module's output sigmoid (see
-            :class:`dstfuse_stream.model.MappingModule`).
     """
 
     name: str = "paper"
@@ -40,7 +38,6 @@ class DSTFuseConfig:
     num_res_blocks: int = 3
     kernel_size: int = 5
     attention_width: int = 16
-    output_scale_init: float = 4.0
 
     def __post_init__(self) -> None:
         widths = tuple(int(w) for w in self.widths)
@@ -53,8 +50,6 @@ class DSTFuseConfig:
             raise ConfigError(f"kernel_size: expected a positive odd int, got {self.kernel_size}")
         if self.attention_width < 1:
             raise ConfigError(f"attention_width: expected >= 1, got {self.attention_width}")
-        if self.output_scale_init <= 0:
-            raise ConfigError(f"output_scale_init: expected > 0, got {self.output_scale_init}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-python dict (lists, not tuples) that survives ``torch.load(weights_only=True)``."""

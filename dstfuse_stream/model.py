@@ -14,8 +14,9 @@ Structure (paper section numbers in brackets; widths from :class:`DSTFuseConfig`
   blocks, skips first-last and second-second-last. ``reconstruct(x)`` is the auto-encoder path of the
   reconstruction stage; ``fuse(ir, vis)`` combines the deepest features with the attention rule of
   Eq. 6: ``phi = (phi_V + phi_I) + (phi_V + phi_I) * (1 - A(I))``.
-* :class:`MappingModule` [mapping]: ``M = (D2 + V) * A(I) + (F + V) * (1 - A(I))`` (Eq. 9), mapped
-  back to ``[0, 1]`` by a sigmoid with a learnt slope and offset.
+* :class:`MappingModule` [mapping]: ``O = (D2 + V) * A(I) + (F + V) * (1 - A(I))`` (Eq. 9), where
+  ``D2`` and ``F`` are the residuals that the CST and fusion modules add to ``V``; with their image
+  outputs ``D2' = D2 + V`` and ``F' = F + V`` this is ``O = D2' * A(I) + F' * (1 - A(I))``.
 * :class:`DSTFuse`: the inference graph ``forward(ir, vis) -> fused``.
 
 Deviations from the authors' partial code (NaNagi2020/DSTFuse), each for a stated reason:
@@ -28,8 +29,10 @@ Deviations from the authors' partial code (NaNagi2020/DSTFuse), each for a state
 * The Sobel magnitude ``|Gx| + |Gy|`` uses kernels normalised by 1/8, so edges lie in ``[0, 1]``
   and ``D_S`` in ``[0, 2]`` without the authors' extra sigmoid.
 * Convs pad by edge replication (valid for any size, including 1-pixel-wide feature maps).
-* The mapping sigmoid has a learnt slope/offset (the authors' plain ``sigmoid(M)`` maps ``[0, 2]``
-  into ``[0.5, 0.88]``; a fused image could never be dark).
+* Eq. 9 is applied to the modules' image outputs, which already contain ``+ V`` (their residual
+  connection), so ``O`` is a per-pixel convex blend in ``[0, 1]``. The authors' code added ``V`` a
+  second time and squashed with ``sigmoid``, which maps ``[0, 2]`` into ``[0.5, 0.88]`` (never dark);
+  a learnt slope/offset on that sigmoid was tried here and flattened IR hot targets.
 """
 
 from __future__ import annotations
@@ -276,18 +279,15 @@ class FusionModule(nn.Module):
 
 
 class MappingModule(nn.Module):
-    """Eq. 9 followed by ``sigmoid(gain * (M - offset))`` with learnt ``gain`` and ``offset``."""
+    """Eq. 9: ``O = D2' * A(I) + F' * (1 - A(I))`` with ``D2'``, ``F'`` the CST and fusion images."""
 
     def __init__(self, config: DSTFuseConfig):
         super().__init__()
         self.attention = IRAttention(config.attention_width)
-        self.gain = nn.Parameter(torch.tensor(float(config.output_scale_init)))
-        self.offset = nn.Parameter(torch.tensor(1.0))
 
-    def forward(self, ir: torch.Tensor, vis: torch.Tensor, deblurred: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+    def forward(self, ir: torch.Tensor, deblurred: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
         att = self.attention(ir)
-        mapped = (deblurred + vis) * att + (fused + vis) * (1.0 - att)
-        return torch.sigmoid(self.gain * (mapped - self.offset))
+        return deblurred * att + fused * (1.0 - att)
 
 
 class DSTFuse(nn.Module):
@@ -306,7 +306,7 @@ class DSTFuse(nn.Module):
         ir_p, vis_p = pad_to_multiple(ir), pad_to_multiple(vis)
         deblurred = self.cst(ir_p, vis_p).stage2
         fused = self.fusion.fuse(ir_p, vis_p)
-        out = self.mapping(ir_p, vis_p, deblurred, fused)
+        out = self.mapping(ir_p, deblurred, fused)
         return out[..., :height, :width]
 
 

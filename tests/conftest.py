@@ -25,3 +25,9 @@ def lite_model():
 
     torch.manual_seed(0)
     return DSTFuse(get_config("lite")).eval()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep ONNX exports made by `auto` backends out of the user's ~/.cache during tests."""
+    monkeypatch.setenv("DSTFUSE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "dstfuse-cache"))

@@ -1,30 +1,235 @@
-"""Inference backends behind one interface (:class:`FusionBackend`) and a factory."""
+"""Inference backends behind one interface (:class:`FusionBackend`) and a factory.
+
+``create_backend(name, ...)`` with ``name`` one of :data:`BACKEND_NAMES`:
+
+* ``torch``: :class:`~dstfuse_stream.backends.torch_backend.TorchBackend` (eager PyTorch).
+* ``onnx``: :class:`~dstfuse_stream.backends.onnx_backend.OnnxBackend` (ONNX Runtime CPU/CUDA/TensorRT
+  provider) on ``onnx_path``, or on an export of ``weights`` cached under the user cache folder.
+* ``tensorrt``: ONNX Runtime's TensorRT provider when onnxruntime offers it, else Torch-TensorRT.
+* ``auto``: the fastest available, see :func:`auto_candidates`.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
 
 from dstfuse_stream.backends.base import FusionBackend, as_batch
 from dstfuse_stream.errors import BackendError
 
-__all__ = ["FusionBackend", "as_batch", "create_backend", "BACKEND_NAMES"]
+__all__ = ["FusionBackend", "as_batch", "create_backend", "auto_candidates", "Candidate", "BACKEND_NAMES", "CPU_AUTO"]
 
 logger = logging.getLogger(__name__)
 
-BACKEND_NAMES = ("auto", "torch")
+BACKEND_NAMES = ("auto", "torch", "onnx", "tensorrt")
+
+#: What ``auto`` uses on CPU, decided by measurement (docs/readme_parts/export.md, ``dstfuse-export
+#: compare-cpu --preset lite --size 256x320``): ONNX Runtime CPU ran the lite model faster than torch
+#: CPU in every interleaved run on the 2-core development machine. The one-off export (a few seconds)
+#: is cached per checkpoint SHA-256.
+CPU_AUTO = "onnx"
+
+_EXTRAS = {
+    "torch": {"compile"},
+    "onnx": {"providers", "threads", "profile", "cache_dir", "device_id"},
+    "tensorrt": {"profile", "cache_dir", "engine", "method", "device_id"},
+}
 
 
-def create_backend(name: str = "auto", **kwargs: Any) -> FusionBackend:
-    """Create a backend by name (``auto``, ``torch``); ``kwargs`` go to its constructor.
+@dataclass(frozen=True)
+class Candidate:
+    """One option ``auto`` may take, in order of preference."""
 
-    ``auto`` picks the fastest backend available on this machine and logs which.
+    name: str
+    device: str
+    precision: str
+    reason: str
+
+
+def auto_candidates(
+    *,
+    device: str = "auto",
+    precision: str | None = None,
+    cuda_available: bool,
+    ort_providers: Sequence[str],
+    torch_tensorrt_available: bool,
+    onnx_path: str | os.PathLike[str] | None = None,
+) -> list[Candidate]:
+    """Ordered backends for ``auto`` given what this machine offers (pure; tested without a GPU).
+
+    GPU: TensorRT (ORT provider or torch-tensorrt, fp16) > ORT CUDA (only with a ready ``onnx_path``)
+    > torch CUDA fp16. CPU: :data:`CPU_AUTO` (measured) then torch as the fallback.
+    """
+    gpu = cuda_available or "CUDAExecutionProvider" in ort_providers
+    gpu_device = str(device) if str(device).startswith("cuda") else "cuda"
+    candidates: list[Candidate] = []
+    if device != "cpu" and gpu:
+        p = precision or "fp16"
+        if "TensorrtExecutionProvider" in ort_providers or (torch_tensorrt_available and cuda_available):
+            candidates.append(Candidate("tensorrt", gpu_device, p, "GPU with TensorRT: fastest, engine cached on disk"))
+        if onnx_path is not None and "CUDAExecutionProvider" in ort_providers:
+            candidates.append(Candidate("onnx", gpu_device, p, "GPU without TensorRT: ONNX Runtime CUDA on the given .onnx"))
+        if cuda_available:
+            candidates.append(Candidate("torch", gpu_device, p, "GPU without TensorRT: torch CUDA"))
+    if str(device).startswith("cuda") and not candidates:
+        raise BackendError(f"device {device!r}: no CUDA device for torch and no GPU provider in onnxruntime")
+    if not candidates:
+        p = precision or "fp32"
+        if CPU_AUTO == "onnx":
+            candidates.append(Candidate("onnx", "cpu", p, "CPU: ONNX Runtime measured faster than torch (lite, 256x320)"))
+        candidates.append(Candidate("torch", "cpu", p, "CPU: torch" + (" (fallback)" if candidates else "")))
+    return candidates
+
+
+def _check_extras(name: str, extras: dict[str, Any]) -> None:
+    unknown = set(extras) - _EXTRAS.get(name, set())
+    if unknown:
+        raise BackendError(
+            f"backend {name!r}: unknown option(s) {sorted(unknown)}; expected weights, onnx_path, device, "
+            f"precision, model or {sorted(_EXTRAS.get(name, set()))}"
+        )
+
+
+def _torch_tensorrt_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch_tensorrt") is not None
+
+
+def _create_onnx(weights: Any, onnx_path: Any, device: str, precision: str | None, model: Any, extras: dict) -> FusionBackend:
+    from dstfuse_stream.backends.onnx_backend import OnnxBackend
+
+    root = extras.pop("cache_dir", None)
+    if onnx_path is None:
+        from export.cache import get_or_export_onnx
+
+        onnx_path = get_or_export_onnx(weights, model=model, precision=precision or "fp32", cache_dir=root)
+    trt_cache = None if root is None else Path(root) / "tensorrt"
+    return OnnxBackend(onnx_path, device=device, precision=precision, cache_dir=trt_cache, **extras)
+
+
+def _create_tensorrt(weights: Any, onnx_path: Any, device: str, precision: str | None, model: Any, extras: dict) -> FusionBackend:
+    import onnxruntime as ort
+
+    from dstfuse_stream.backends.tensorrt_options import DEFAULT_PROFILE
+
+    if device == "cpu":
+        raise BackendError("backend 'tensorrt': needs device 'cuda' (or 'auto' on a GPU machine), got 'cpu'")
+    method = extras.pop("method", "auto")
+    if method not in ("auto", "ort", "torch-tensorrt"):
+        raise BackendError(f"backend 'tensorrt': method {method!r}: expected 'auto', 'ort' or 'torch-tensorrt'")
+    profile = extras.pop("profile", None) or DEFAULT_PROFILE
+    precision = precision or "fp16"
+    available = ort.get_available_providers()
+    reasons = []
+    if method in ("auto", "ort"):
+        if "TensorrtExecutionProvider" in available:
+            from dstfuse_stream.backends.onnx_backend import OnnxBackend
+            from dstfuse_stream.backends.tensorrt_options import default_cache_dir, tensorrt_provider_options
+
+            if onnx_path is None:
+                from export.cache import get_or_export_onnx
+
+                onnx_path = get_or_export_onnx(weights, model=model, precision="fp32", cache_dir=extras.get("cache_dir"))
+            cache = Path(extras.get("cache_dir") or default_cache_dir()) / "tensorrt"
+            trt = tensorrt_provider_options(profile, cache_dir=cache, fp16=precision == "fp16", device_id=extras.get("device_id", 0))
+            providers = [("TensorrtExecutionProvider", trt), "CUDAExecutionProvider"]
+            backend = OnnxBackend(
+                onnx_path, providers=providers, profile=profile, precision=precision, device_id=extras.get("device_id", 0)
+            )
+            if backend.active_provider != "TensorrtExecutionProvider":
+                backend.close()
+                raise BackendError(f"backend 'tensorrt': the TensorRT provider did not start (active: {backend.active_provider})")
+            return backend
+        reasons.append(f"onnxruntime offers no TensorrtExecutionProvider (providers: {available})")
+    if method in ("auto", "torch-tensorrt"):
+        from dstfuse_stream.backends.tensorrt_backend import TorchTensorRTBackend
+
+        try:
+            return TorchTensorRTBackend(extras.get("engine"), model=model, weights=weights, profile=profile, precision=precision)
+        except BackendError as exc:
+            reasons.append(str(exc))
+    raise BackendError("backend 'tensorrt' is not available: " + "; ".join(reasons))
+
+
+def create_backend(
+    name: str = "auto",
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    onnx_path: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    precision: str | None = None,
+    model: Any = None,
+    **extras: Any,
+) -> FusionBackend:
+    """Create a backend by name; the stable keyword arguments are the same for every name.
+
+    Args:
+        name: ``"auto"``, ``"torch"``, ``"onnx"`` or ``"tensorrt"``.
+        weights: checkpoint path; ``None`` = shipped default weights.
+        onnx_path: a ready ``.onnx`` (``onnx``/``tensorrt``/``auto``); without it the checkpoint is
+            exported once and cached under the user cache folder, keyed by its SHA-256.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        precision: ``"fp32"``, ``"fp16"`` or ``None`` = the backend's default (fp32 for torch/onnx,
+            fp16 for tensorrt; ``auto``: fp16 on GPU, fp32 on CPU).
+        model: an in-memory :class:`~dstfuse_stream.model.DSTFuse` instead of ``weights``.
+        extras: backend-specific: torch ``compile``; onnx ``providers``, ``threads``, ``profile``,
+            ``cache_dir``, ``device_id``; tensorrt ``profile`` (a ``ShapeProfile``), ``cache_dir``,
+            ``engine`` (saved torch-tensorrt ``.ep``), ``method`` (``"auto"``/``"ort"``/``"torch-tensorrt"``).
+            ``cache_dir`` is the cache root (default ``~/.cache/dstfuse-stream``): ONNX exports go to
+            ``<cache_dir>/onnx``, TensorRT engines to ``<cache_dir>/tensorrt``.
+
+    ``auto`` tries :func:`auto_candidates` in order, logs the choice and why, and stores the reason in
+    ``backend.selection_reason``.
     """
     if name not in BACKEND_NAMES:
         raise BackendError(f"backend {name!r}: expected one of {list(BACKEND_NAMES)}")
-    from dstfuse_stream.backends.torch_backend import TorchBackend
-
-    backend = TorchBackend(**kwargs)
+    if precision not in (None, "fp32", "fp16"):
+        raise BackendError(f"precision {precision!r}: expected 'fp32', 'fp16' or None")
+    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise BackendError(f"device {device!r}: expected 'auto', 'cpu' or 'cuda'")
     if name == "auto":
-        logger.info("backend auto -> %s", backend.describe())
-    return backend
+        return _create_auto(weights=weights, onnx_path=onnx_path, device=device, precision=precision, model=model, extras=extras)
+    _check_extras(name, extras)
+    if name == "torch":
+        from dstfuse_stream.backends.torch_backend import TorchBackend
+
+        return TorchBackend(model, weights=weights, device=device, precision=precision or "fp32", **extras)
+    if name == "onnx":
+        return _create_onnx(weights, onnx_path, device, precision, model, dict(extras))
+    return _create_tensorrt(weights, onnx_path, device, precision, model, dict(extras))
+
+
+def _create_auto(*, weights: Any, onnx_path: Any, device: str, precision: str | None, model: Any, extras: dict) -> FusionBackend:
+    import onnxruntime as ort
+    import torch
+
+    known = set().union(*_EXTRAS.values())
+    if set(extras) - known:
+        raise BackendError(f"backend 'auto': unknown option(s) {sorted(set(extras) - known)}; expected {sorted(known)}")
+    candidates = auto_candidates(
+        device=device,
+        precision=precision,
+        cuda_available=torch.cuda.is_available(),
+        ort_providers=ort.get_available_providers(),
+        torch_tensorrt_available=_torch_tensorrt_available(),
+        onnx_path=onnx_path,
+    )
+    failures = []
+    for cand in candidates:
+        options = {k: v for k, v in extras.items() if k in _EXTRAS[cand.name]}
+        try:
+            backend = create_backend(
+                cand.name, weights=weights, onnx_path=onnx_path, device=cand.device, precision=cand.precision, model=model, **options
+            )
+        except BackendError as exc:
+            logger.warning("backend auto: %s on %s unavailable (%s); trying the next", cand.name, cand.device, exc)
+            failures.append(f"{cand.name}: {exc}")
+            continue
+        backend.selection_reason = cand.reason
+        logger.info("backend auto -> %s: %s", backend.describe(), cand.reason)
+        return backend
+    raise BackendError("backend auto: nothing could be started: " + "; ".join(failures))

@@ -56,6 +56,8 @@ class FusionBackend(ABC):
 
     #: backend family: ``"torch"``, ``"onnx"`` or ``"tensorrt"``
     name: str = "abstract"
+    #: why ``create_backend("auto")`` chose this backend (``None`` when created by name)
+    selection_reason: str | None = None
 
     def __init__(self, *, device: str, precision: str = "fp32") -> None:
         self.device = device

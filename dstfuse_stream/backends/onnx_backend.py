@@ -1,0 +1,229 @@
+"""ONNX Runtime backend: an exported DSTFuse ``.onnx`` on the CPU, CUDA or TensorRT execution provider.
+
+The file must have inputs ``ir``, ``vis`` and output ``fused`` shaped ``(B, 1, H, W)``, as written
+by ``dstfuse-export onnx`` (``export/onnx_export.py``). Its ``metadata_props`` (precision, config)
+are read when present.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from dstfuse_stream.backends.base import FusionBackend
+from dstfuse_stream.backends.tensorrt_options import (
+    ShapeProfile,
+    cuda_provider_options,
+    default_cache_dir,
+    tensorrt_provider_options,
+)
+from dstfuse_stream.errors import BackendError
+
+__all__ = ["OnnxBackend", "select_providers", "ProviderSpec", "TRT_PROVIDER", "CUDA_PROVIDER", "CPU_PROVIDER"]
+
+logger = logging.getLogger(__name__)
+
+TRT_PROVIDER = "TensorrtExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+ProviderSpec = tuple[str, dict[str, Any]]
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save archives
+
+
+def select_providers(
+    providers: str | Sequence[str | ProviderSpec],
+    *,
+    available: Sequence[str],
+    device: str = "auto",
+    profile: ShapeProfile | None = None,
+    fp16: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    device_id: int = 0,
+) -> list[ProviderSpec]:
+    """Resolve ``providers`` to ``[(name, options), ...]`` for ``onnxruntime.InferenceSession``.
+
+    ``"auto"``: on ``device="cpu"`` CPU only; otherwise TensorRT (only when a ``profile`` is given,
+    since an engine without one is rebuilt for every new input size) > CUDA > CPU, among ``available``.
+    ``device="cuda"`` without a GPU provider is an error. An explicit list is checked against
+    ``available``; bare TensorRT/CUDA names get their default options.
+    """
+    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise BackendError(f"device {device!r}: expected 'auto', 'cpu' or 'cuda'")
+    trt_cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "tensorrt"
+
+    def with_options(name: str) -> ProviderSpec:
+        if name == TRT_PROVIDER:
+            if profile is None:
+                raise BackendError(f"provider {TRT_PROVIDER}: needs a shape profile (min/opt/max shapes)")
+            return name, tensorrt_provider_options(profile, cache_dir=trt_cache, fp16=fp16, device_id=device_id)
+        if name == CUDA_PROVIDER:
+            return name, cuda_provider_options(device_id=device_id)
+        return name, {}
+
+    if isinstance(providers, str):
+        if providers != "auto":
+            providers = [providers]
+        elif device == "cpu":
+            return [(CPU_PROVIDER, {})]
+        else:
+            wanted = ([TRT_PROVIDER] if profile is not None else []) + [CUDA_PROVIDER]
+            chosen = [with_options(p) for p in wanted if p in available]
+            if not chosen and str(device).startswith("cuda"):
+                raise BackendError(
+                    f"device {device!r}: ONNX Runtime offers no GPU provider (available: {list(available)}); "
+                    "install onnxruntime-gpu (pip install 'dstfuse-stream[gpu]')"
+                )
+            return chosen + [(CPU_PROVIDER, {})]
+    resolved: list[ProviderSpec] = []
+    for item in providers:
+        name, options = (item, None) if isinstance(item, str) else (item[0], dict(item[1]))
+        if name not in available:
+            raise BackendError(f"provider {name!r}: not offered by this onnxruntime (available: {list(available)})")
+        resolved.append(with_options(name) if options is None else (name, options))
+    if not resolved:
+        raise BackendError("providers: expected 'auto' or a non-empty list")
+    return resolved
+
+
+def _open_session(path: Path, providers: list[ProviderSpec], threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise BackendError(f"ONNX model {str(path)!r}: file not found")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head == _ZIP_MAGIC:
+        raise BackendError(
+            f"ONNX model {str(path)!r}: this is a PyTorch checkpoint (zip archive), not an ONNX model; "
+            "pass it as weights= or export it with `dstfuse-export onnx --weights PATH`"
+        )
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = int(threads)
+    try:
+        return ort.InferenceSession(
+            str(path),
+            sess_options=options,
+            providers=[name for name, _ in providers],
+            provider_options=[opts for _, opts in providers],
+        )
+    except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
+        raise BackendError(
+            f"ONNX model {str(path)!r}: cannot be loaded by ONNX Runtime, expected an ONNX model file "
+            f"({type(exc).__name__}: {str(exc).strip()[:300]})"
+        ) from exc
+
+
+def _check_signature(session: Any, path: Path) -> np.dtype:
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = [o.name for o in session.get_outputs()]
+    got = f"inputs {[(i.name, i.shape) for i in inputs.values()]}, outputs {outputs}"
+    if set(inputs) != {"ir", "vis"} or "fused" not in outputs:
+        raise BackendError(f"ONNX model {str(path)!r}: expected inputs ir, vis and output fused; got {got}")
+    for value in inputs.values():
+        shape = value.shape
+        fixed_channels = len(shape) == 4 and isinstance(shape[1], int) and shape[1] != 1
+        if len(shape) != 4 or fixed_channels:
+            raise BackendError(f"ONNX model {str(path)!r}: expected inputs shaped (B, 1, H, W); got {got}")
+    types = {i.type for i in inputs.values()}
+    if types == {"tensor(float)"}:
+        return np.dtype(np.float32)
+    if types == {"tensor(float16)"}:
+        return np.dtype(np.float16)
+    raise BackendError(f"ONNX model {str(path)!r}: expected float32 or float16 inputs, got {sorted(types)}")
+
+
+class OnnxBackend(FusionBackend):
+    """DSTFuse through ONNX Runtime.
+
+    Args:
+        path: the ``.onnx`` file.
+        providers: ``"auto"`` (see :func:`select_providers`), one provider name, or a list of names
+            or ``(name, options)`` pairs.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (used by ``providers="auto"``).
+        threads: ONNX Runtime intra-op threads (``None``: its default, all cores).
+        profile: TensorRT shape profile; enables the TensorRT provider under ``"auto"`` and makes
+            :meth:`fuse` reject shapes outside it before running.
+        cache_dir: TensorRT engine/timing cache folder (default ``<user cache>/dstfuse-stream/tensorrt``).
+        precision: expected precision (``"fp32"``/``"fp16"``); checked against the file's metadata.
+            For the TensorRT provider ``"fp16"`` also enables TensorRT fp16 kernels.
+    """
+
+    name = "onnx"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        providers: str | Sequence[str | ProviderSpec] = "auto",
+        device: str = "auto",
+        threads: int | None = None,
+        profile: ShapeProfile | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        precision: str | None = None,
+        device_id: int = 0,
+    ) -> None:
+        import onnxruntime as ort
+
+        if precision not in (None, "fp32", "fp16"):
+            raise BackendError(f"precision {precision!r}: expected 'fp32' or 'fp16'")
+        if str(device).startswith("cuda:"):
+            index = str(device).split(":", 1)[1]
+            if not index.isdigit():
+                raise BackendError(f"device {device!r}: expected 'cuda:N' with an integer N")
+            device_id = int(index)
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise BackendError(f"ONNX model {str(self.path)!r}: file not found")
+        specs = select_providers(
+            providers,
+            available=ort.get_available_providers(),
+            device=device,
+            profile=profile,
+            fp16=precision != "fp32",
+            cache_dir=cache_dir,
+            device_id=device_id,
+        )
+        if any(name == TRT_PROVIDER for name, _ in specs):
+            Path(dict(specs)[TRT_PROVIDER]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+            logger.info("TensorRT engine for %s is built on first use (minutes) and cached", self.path.name)
+        self._session = _open_session(self.path, specs, threads)
+        self._input_dtype = _check_signature(self._session, self.path)
+        self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
+        file_precision = self.metadata.get("precision", "fp16" if self._input_dtype == np.float16 else "fp32")
+        trt_active = self._session.get_providers()[0] == TRT_PROVIDER
+        if precision is not None and precision != file_precision and not trt_active:
+            raise BackendError(
+                f"ONNX model {str(self.path)!r}: precision {precision!r} requested but the file is {file_precision!r}; "
+                f"export the {precision} variant (dstfuse-export onnx --precision {precision})"
+            )
+        self.profile = profile
+        self._active = active = self._session.get_providers()[0]
+        run_device = "cpu" if active == CPU_PROVIDER else f"cuda:{device_id}"
+        super().__init__(device=run_device, precision=precision or file_precision)
+        logger.info("ONNX Runtime session for %s: providers %s", self.path.name, self._session.get_providers())
+
+    @property
+    def active_provider(self) -> str:
+        """The highest-priority provider the session actually registered (e.g. ``CPUExecutionProvider``)."""
+        return self._active
+
+    def describe(self) -> str:
+        return f"onnx {self.path.name} via {self.active_provider} on {self.device} ({self.precision})"
+
+    def fuse_batch(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        if self._session is None:
+            raise BackendError(f"{self.describe()}: backend is closed")
+        if self.profile is not None:
+            self.profile.check(ir.shape, "ir")
+            self.profile.check(vis.shape, "vis")
+        feeds = {"ir": ir.astype(self._input_dtype, copy=False), "vis": vis.astype(self._input_dtype, copy=False)}
+        (fused,) = self._session.run(["fused"], feeds)
+        return np.asarray(fused, dtype=np.float32)
+
+    def close(self) -> None:
+        self._session = None  # type: ignore[assignment]

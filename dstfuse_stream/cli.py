@@ -1,0 +1,334 @@
+"""``dstfuse-stream``: fuse synchronized IR and visible streams into a video.
+
+Examples::
+
+    dstfuse-stream --ir cam0 --vis cam1 --out live.mp4 --max-size 320
+    dstfuse-stream --ir ir.mp4 --vis vi.mp4 --out fused.mp4 --preview preview.mp4 --timing-log t.csv
+    dstfuse-stream --pairs ../shared/data/llvip --fps 2 --out outputs/llvip_fused.mp4
+    dstfuse-stream register --points pts.csv --out H.txt
+
+Exit codes: 0 done; 2 a user error (bad source, mismatch, unwritable output, bad weights: one line
+``dstfuse-stream: error: ...`` on stderr; what was fused before the error is kept); 130/143 stopped
+by SIGINT/SIGTERM after finishing the current frame and closing the outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dstfuse_stream.errors import DSTFuseError, StreamMismatchError
+
+__all__ = ["main", "run_cli", "build_parser"]
+
+PROG = "dstfuse-stream"
+logger = logging.getLogger(__name__)
+
+
+def _parse_wh(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH such as 640x480, got {text!r}") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sides, got {text!r}")
+    return w, h
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (the ``register`` subcommand is dispatched before it)."""
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Fuse synchronized infrared and visible streams with DSTFuse and write fused video. "
+        f"Estimate a homography with '{PROG} register --points pts.csv --out H.txt'.",
+    )
+    src = p.add_argument_group("inputs")
+    src.add_argument("--ir", help="IR source: camN, /dev/videoN, rtsp/http URL, video file, or image folder")
+    src.add_argument("--vis", help="visible source (same kinds as --ir)")
+    src.add_argument("--pairs", help="recorded pairs root: ROOT/ir + ROOT/vi, or LLVIP infrared/ + visible/")
+    src.add_argument("--split", choices=("train", "test"), help="LLVIP split of --pairs (default: both)")
+    src.add_argument("--fps", type=_positive_float, help="frame rate of image-folder sources (default 30)")
+    src.add_argument("--timeout-s", type=_positive_float, default=10.0, help="camera/stream open and read timeout")
+    out = p.add_argument_group("outputs")
+    out.add_argument("--out", help="fused video (out.mp4), or an image folder (a path ending in '/' or without suffix)")
+    out.add_argument("--out-frames", help="also write fused frames as PNG images into this folder")
+    out.add_argument("--preview", help="side-by-side 'IR | visible | fused' preview video")
+    out.add_argument("--timing-log", help="per-frame timings: .csv, or .jsonl for JSON lines")
+    out.add_argument("--summary-json", help="summary + resolved config (default: next to the first output)")
+    out.add_argument("--out-fps", type=_positive_float, help="output frame rate (default: the visible source's)")
+    out.add_argument("--codec", default="libx264", help="video encoder (falls back to mpeg4 when missing)")
+    out.add_argument("--crf", type=int, default=20, help="libx264 quality (lower is better)")
+    out.add_argument("--gray", action="store_true", help="write the fused luma only (default: keep visible colour)")
+    model = p.add_argument_group("model")
+    model.add_argument("--backend", default="auto", help="auto | torch | onnx | tensorrt (default auto)")
+    model.add_argument("--weights", help="checkpoint/engine path (default: the shipped weights)")
+    model.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    model.add_argument("--precision", choices=("fp32", "fp16"),
+                       help="default: the backend's (fp16 for TensorRT/GPU auto, fp32 otherwise)")
+    run = p.add_argument_group("pipeline")
+    run.add_argument("--sync", choices=("auto", "lossless", "latest"), default="auto",
+                     help="lossless: block, keep every frame; latest: drop oldest (live); auto: latest for live sources")
+    run.add_argument("--pairing", choices=("auto", "index", "timestamp"), default="auto",
+                     help="index: frame i with frame i; timestamp: nearest within tolerance; auto: timestamp if live "
+                     "or the frame rates differ")
+    run.add_argument("--tolerance-ms", type=float, help="timestamp pairing tolerance (default half the slower frame interval)")
+    run.add_argument("--queue-size", type=_positive_int, default=4, help="capacity of each queue")
+    run.add_argument("--max-frames", type=_positive_int, help="stop after this many fused frames")
+    run.add_argument("--max-size", type=_positive_int, help="fuse at most this many pixels on the longer side")
+    run.add_argument("--resize", type=_parse_wh, metavar="WxH", help="fuse at exactly this size")
+    run.add_argument("--homography", help="3x3 IR->visible homography (.txt, .npy, .json) to warp IR onto visible")
+    misc = p.add_argument_group("misc")
+    misc.add_argument("--no-progress", action="store_true", help="no progress bar")
+    misc.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return p
+
+
+def _is_folder_output(path: str) -> bool:
+    """``--out``: a path ending in a separator, an existing folder, or a name without suffix is a folder."""
+    return path.endswith(("/", os.sep)) or Path(path).is_dir() or not Path(path).suffix
+
+
+def _default_summary_path(args: argparse.Namespace) -> Path | None:
+    if args.summary_json:
+        return Path(args.summary_json)
+    if args.out:
+        out = Path(args.out)
+        return out / "summary.json" if _is_folder_output(args.out) else out.with_name(out.stem + ".summary.json")
+    if args.out_frames:
+        return Path(args.out_frames) / "summary.json"
+    if args.preview:
+        p = Path(args.preview)
+        return p.with_name(p.stem + ".summary.json")
+    return None
+
+
+def _open_sources(args: argparse.Namespace) -> tuple[Any, Any]:
+    from dstfuse_stream.sources import open_pairs, open_source
+
+    if args.pairs:
+        return open_pairs(args.pairs, split=args.split, fps=args.fps)
+    ir = open_source(args.ir, role="ir", fps=args.fps, timeout_s=args.timeout_s)
+    try:
+        vis = open_source(args.vis, role="vis", fps=args.fps, timeout_s=args.timeout_s)
+    except BaseException:
+        ir.close()
+        raise
+    return ir, vis
+
+
+def _make_sinks(args: argparse.Namespace, *, fps: float, vfr: bool) -> list[Any]:
+    from dstfuse_stream.sinks import ImageFolderSink, VideoSink
+
+    sinks: list[Any] = []
+    try:
+        if args.out:
+            if _is_folder_output(args.out):
+                sinks.append(ImageFolderSink(args.out))
+            else:
+                sinks.append(VideoSink(args.out, fps=fps, codec=args.codec, crf=args.crf, vfr=vfr))
+        if args.out_frames:
+            sinks.append(ImageFolderSink(args.out_frames))
+        if args.preview:
+            sinks.append(VideoSink(args.preview, fps=fps, content="preview", codec=args.codec, crf=args.crf, vfr=vfr))
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
+
+
+def _install_signal_handlers(request_stop: Callable[[], None], received: list[int]) -> Callable[[], None]:
+    """SIGINT/SIGTERM: first one asks the pipeline to stop gracefully, a second one interrupts."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, _frame: object) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        request_stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+def _resolved_config(args: argparse.Namespace, argv: list[str], pipeline: Any, backend: Any, sinks: list[Any]) -> dict:
+    import dstfuse_stream
+
+    model_config = getattr(backend, "config", None)
+    return {
+        "command": [PROG, *argv],
+        "args": vars(args),
+        "pipeline": pipeline.config.to_dict(),
+        "resolved": {
+            "sync": pipeline.sync,
+            "pairing": pipeline.pairing,
+            "tolerance_s": pipeline.tolerance_s,
+        },
+        "sources": {role: src.describe() for role, src in pipeline.sources.items()},
+        "backend": backend.describe() if hasattr(backend, "describe") else type(backend).__name__,
+        "backend_selection": getattr(backend, "selection_reason", None),
+        "model_config": model_config.to_dict() if hasattr(model_config, "to_dict") else None,
+        "homography": None if pipeline.homography is None else pipeline.homography.tolist(),
+        "outputs": [s.describe() for s in sinks],
+        "version": dstfuse_stream.__version__,
+    }
+
+
+def run_cli(argv: list[str] | None = None, *, fuser: Any = None) -> int:
+    """:func:`main` with an optional ready-made ``fuser`` replacing ``--backend`` (tests, embedding)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["register"]:
+        from dstfuse_stream.registration import main as register_main
+
+        return register_main(argv[1:], prog=f"{PROG} register")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.pairs and (args.ir or args.vis):
+        parser.error("use either --pairs or --ir/--vis, not both")
+    if not args.pairs and not (args.ir and args.vis):
+        parser.error("give both --ir and --vis, or --pairs ROOT")
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
+    for name in ("dstfuse_stream", "export"):  # --log-level applies to this project, not to every library
+        logging.getLogger(name).setLevel(getattr(logging, args.log_level))
+
+    import cv2
+
+    cv_level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # one line per error, not OpenCV's warnings
+    try:
+        return _run(args, argv, fuser=fuser)
+    except DSTFuseError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        cv2.utils.logging.setLogLevel(cv_level)
+
+
+def _run(args: argparse.Namespace, argv: list[str], *, fuser: Any) -> int:
+    from dstfuse_stream.pipeline import FusionPipeline, PipelineConfig
+    from dstfuse_stream.sinks import TimingLog, write_json
+
+    config = PipelineConfig(
+        sync=args.sync,
+        pairing=args.pairing,
+        tolerance_s=None if args.tolerance_ms is None else args.tolerance_ms / 1000.0,
+        queue_size=args.queue_size,
+        max_frames=args.max_frames,
+        resize_wh=args.resize,
+        max_size=args.max_size,
+        gray=args.gray,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    homography = None
+    if args.homography:
+        from dstfuse_stream.registration import load_homography
+
+        homography = load_homography(args.homography)
+    ir_src, vis_src = _open_sources(args)
+    if not (args.out or args.out_frames or args.preview or args.timing_log):
+        logger.warning("no output given (--out, --out-frames, --preview, --timing-log): fusing without writing")
+    owned: list[Any] = [ir_src, vis_src]
+    try:
+        if fuser is None:
+            from dstfuse_stream.backends import create_backend
+
+            fuser = create_backend(args.backend, weights=args.weights, device=args.device, precision=args.precision)
+            owned.append(fuser)
+        if hasattr(fuser, "describe"):
+            logger.info("backend: %s", fuser.describe())
+        fps = args.out_fps or vis_src.fps or ir_src.fps or 30.0
+        sinks = _make_sinks(args, fps=fps, vfr=ir_src.is_live or vis_src.is_live)
+        owned.extend(sinks)
+        timing_log = TimingLog(args.timing_log) if args.timing_log else None
+        owned.append(timing_log)
+        pipeline = FusionPipeline(
+            ir_src, vis_src, fuser, sinks=sinks, config=config, homography=homography, timing_log=timing_log
+        )
+    except BaseException:
+        for item in reversed(owned):
+            if item is not None:
+                item.close()
+        raise
+
+    received: list[int] = []
+    restore = _install_signal_handlers(pipeline.request_stop, received)
+    error: BaseException | None = None
+    try:
+        with pipeline:
+            pipeline.run()
+    except (DSTFuseError, KeyboardInterrupt) as exc:
+        error = exc
+    finally:
+        restore()
+        if hasattr(fuser, "close") and fuser in owned:
+            fuser.close()
+
+    summary = pipeline.summary
+    if summary is not None:
+        summary.extra["signal"] = signal.Signals(received[0]).name if received else None
+        if summary.frames_written or error is None:
+            print(summary.format())
+        outputs = ", ".join(str(s.describe().get("path")) for s in sinks)
+        if outputs and error is None:
+            print(f"wrote {summary.frames_written} frames to {outputs}")
+        summary_path = _default_summary_path(args)
+        if summary_path is not None:
+            data = {"summary": summary.to_dict(), "config": _resolved_config(args, argv, pipeline, fuser, sinks)}
+            try:
+                write_json(summary_path, data)
+            except DSTFuseError as exc:
+                error = error or exc
+            else:
+                if error is None:
+                    print(f"summary: {summary_path}")
+    if error is not None:
+        raise error
+    if summary is not None and summary.length_mismatch:
+        longer = summary.length_mismatch
+        shorter = "vis" if longer == "ir" else "ir"
+        raise StreamMismatchError(
+            f"streams differ in length: {shorter} ended after {summary.frames_paired} frames but {longer} has more; "
+            f"stopped at the shorter ({summary.frames_written} frames written)"
+        )
+    if received:
+        return 128 + received[0]
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point of ``dstfuse-stream``; returns the exit code."""
+    return run_cli(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,406 @@
+"""Outputs of the pipeline: fused video, image folder, preview video, per-frame timing log.
+
+Every sink has ``write(frame: FusedFrame)`` and an idempotent ``close()``; the pipeline's writer
+thread closes them on every exit path, so a video holds every frame written before an error or
+Ctrl-C and plays.
+
+Video (:class:`VideoSink`): H.264 (libx264, yuv420p) in MP4 via PyAV. yuv420p needs even sides: a
+frame with an odd width or height is padded by one pixel on the right/bottom (edge replicated; no
+content is cropped, detections keep their coordinates). If libx264 is missing from the local
+FFmpeg, the next available codec of ``fallback_codecs`` (default MPEG-4 Part 2) is used and a
+warning is logged; :attr:`VideoSink.codec_name` says which was used.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Any
+
+import cv2
+import numpy as np
+
+from dstfuse_stream.errors import SinkError
+from dstfuse_stream.visualize import side_by_side
+
+__all__ = [
+    "FusedFrame",
+    "Sink",
+    "VideoSink",
+    "ImageFolderSink",
+    "TimingLog",
+    "TIMING_COLUMNS",
+    "pad_to_even",
+    "write_json",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Columns of the per-frame timing log (CSV header / JSONL keys), in order. Times in milliseconds.
+#:
+#: * ``index``: output frame number (0-based, in write order).
+#: * ``ir_index``, ``vis_index``: source frame numbers of the pair.
+#: * ``ir_timestamp_s``, ``vis_timestamp_s``: source timestamps of the pair (seconds).
+#: * ``lag_frames``: frames the readers had already read beyond this pair when the fusion thread
+#:   took it (larger of the two streams; bounded by the queue size in ``latest`` mode).
+#: * ``read_ms``: decode/capture time of the slower of the two frames (readers run in parallel);
+#:   ``read_ir_ms``, ``read_vis_ms``: each one.
+#: * ``pair_ms``: fusion thread, waiting for the frames plus the pairing decision.
+#: * ``preprocess_ms``: colour split, IR registration/resize, resize to processing size, to float.
+#: * ``fuse_ms``: the fuser's ``fuse(ir, vis)`` call (includes host<->device copies).
+#: * ``postprocess_ms``: float -> uint8, merge of fused Y with visible CrCb.
+#: * ``encode_ms``: writer thread, all sinks' ``write`` for this frame.
+#: * ``latency_ms``: end to end, from the later of the two frames being read to the end of its write.
+TIMING_COLUMNS = (
+    "index",
+    "ir_index",
+    "vis_index",
+    "ir_timestamp_s",
+    "vis_timestamp_s",
+    "lag_frames",
+    "read_ms",
+    "read_ir_ms",
+    "read_vis_ms",
+    "pair_ms",
+    "preprocess_ms",
+    "fuse_ms",
+    "postprocess_ms",
+    "encode_ms",
+    "latency_ms",
+)
+
+
+@dataclass
+class FusedFrame:
+    """One fused pair as handed to the sinks (all images at processing size, uint8).
+
+    Attributes:
+        index: output frame number.
+        ir: IR luma after registration/resize ``(H, W)``.
+        vis: visible frame ``(H, W, 3)`` BGR or ``(H, W)`` gray.
+        vis_y: visible luma ``(H, W)``.
+        fused_y: fused luma ``(H, W)``.
+        output: the image written: fused Y + visible CrCb as BGR, or ``fused_y`` for gray output.
+        timestamp_s: visible frame's timestamp.
+        name: source file stem (image folders), else ``None``.
+        captured_s: ``time.monotonic()`` when the later of the two source frames was read.
+        timings: timing-log fields known before writing (see :data:`TIMING_COLUMNS`).
+    """
+
+    index: int
+    ir: np.ndarray
+    vis: np.ndarray
+    vis_y: np.ndarray
+    fused_y: np.ndarray
+    output: np.ndarray
+    timestamp_s: float = 0.0
+    name: str | None = None
+    captured_s: float = 0.0
+    timings: dict[str, Any] = field(default_factory=dict)
+
+
+class Sink:
+    """Base class: ``write(frame)`` and an idempotent ``close()``; usable as a context manager."""
+
+    def write(self, frame: FusedFrame) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and release the output. Safe to call twice."""
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": type(self).__name__}
+
+    def __enter__(self) -> "Sink":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def pad_to_even(image: np.ndarray) -> np.ndarray:
+    """Pad one edge-replicated row/column at the bottom/right where a side is odd."""
+    h, w = image.shape[:2]
+    pad_h, pad_w = h % 2, w % 2
+    if not pad_h and not pad_w:
+        return image
+    return cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
+
+
+def _content_image(frame: FusedFrame, content: str) -> np.ndarray:
+    if content == "preview":
+        return side_by_side(frame.ir, frame.vis, frame.output)
+    return frame.output
+
+
+def _prepare_parent(path: Path, label: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SinkError(f"{label}: cannot create folder {str(path.parent)!r} ({exc})") from exc
+
+
+class VideoSink(Sink):
+    """Encode frames to a video file with PyAV (default H.264/MP4, yuv420p).
+
+    Args:
+        path: output file (``.mp4``, ``.mkv``, ``.avi``...; the container follows the suffix).
+        fps: frame rate written into the stream.
+        content: ``"fused"`` (the fused output) or ``"preview"`` (``ir | vis | fused`` panels).
+        codec: preferred encoder; ``fallback_codecs`` are tried in order when it is unavailable.
+        crf, preset: libx264 quality and speed settings.
+        vfr: use the frames' timestamps as presentation times (live sources: plays at capture
+            speed even when frames were dropped) instead of ``index / fps``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fps: float = 30.0,
+        content: str = "fused",
+        codec: str = "libx264",
+        fallback_codecs: tuple[str, ...] = ("mpeg4",),
+        crf: int = 20,
+        preset: str = "veryfast",
+        vfr: bool = False,
+    ) -> None:
+        import av
+
+        self._av = av
+        self.path = Path(path)
+        label = f"video {str(self.path)!r}"
+        self._label = label
+        if content not in ("fused", "preview"):
+            raise SinkError(f"{label}: content {content!r}: expected 'fused' or 'preview'")
+        if not (fps > 0 and math.isfinite(fps)):
+            raise SinkError(f"{label}: fps must be a positive number, got {fps}")
+        self.content = content
+        self.fps = float(fps)
+        self.crf, self.preset, self.vfr = crf, preset, vfr
+        self.codec_name = self._pick_codec(codec, fallback_codecs)
+        _prepare_parent(self.path, label)
+        if self.path.is_dir():
+            raise SinkError(f"{label}: is a folder (use a file name such as out.mp4, or an image-folder output)")
+        if not os.access(self.path.parent, os.W_OK):
+            raise SinkError(f"{label}: folder {str(self.path.parent)!r} is not writable")
+        try:
+            self._container = av.open(str(self.path), mode="w")
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise SinkError(f"{label}: cannot create ({type(exc).__name__}: {exc})") from exc
+        self._stream = None
+        self._size_wh: tuple[int, int] | None = None
+        self._last_pts = -1
+        self._t0: float | None = None
+        self.frames_written = 0
+        self.padded = False
+
+    def _pick_codec(self, codec: str, fallbacks: tuple[str, ...]) -> str:
+        av = self._av
+        for name in (codec, *fallbacks):
+            try:
+                av.codec.Codec(name, "w")
+            except (av.error.FFmpegError, ValueError, KeyError) as exc:
+                logger.debug("codec %s unavailable: %s", name, exc)
+                continue
+            if name != codec:
+                logger.warning("%s: codec %s is not available in this FFmpeg build; using %s", self._label, codec, name)
+            return name
+        raise SinkError(f"{self._label}: none of the codecs {[codec, *fallbacks]} is available in PyAV's FFmpeg")
+
+    def _open_stream(self, width: int, height: int) -> None:
+        stream = self._container.add_stream(self.codec_name, rate=Fraction(self.fps).limit_denominator(100000))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if self.codec_name == "libx264":
+            stream.options = {"crf": str(self.crf), "preset": self.preset}
+        else:
+            stream.bit_rate = max(1_000_000, int(width * height * self.fps * 0.25))
+        if self.vfr:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        self._stream = stream
+        self._size_wh = (width, height)
+
+    def write(self, frame: FusedFrame) -> None:
+        self.write_image(_content_image(frame, self.content), timestamp_s=frame.timestamp_s)
+
+    def write_image(self, image: np.ndarray, *, timestamp_s: float | None = None) -> None:
+        """Encode one ``(H, W, 3)`` BGR or ``(H, W)`` gray uint8 image."""
+        av = self._av
+        if self._container is None:
+            raise SinkError(f"{self._label}: already closed")
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or 0 in image.shape[:2]:
+            raise SinkError(f"{self._label}: expected a non-empty uint8 image, got {image.shape} {image.dtype}")
+        padded = pad_to_even(image)
+        h, w = padded.shape[:2]
+        if self._stream is None:
+            self.padded = padded.shape != image.shape
+            if self.padded:
+                logger.info("%s: %dx%d padded to %dx%d (yuv420p needs even sides)",
+                            self._label, image.shape[1], image.shape[0], w, h)
+            self._open_stream(w, h)
+        elif (w, h) != self._size_wh:
+            raise SinkError(f"{self._label}: frame size changed from {self._size_wh} to {(w, h)}")
+        fmt = "gray" if padded.ndim == 2 else "bgr24"
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(padded), format=fmt)
+        if self.vfr and timestamp_s is not None:
+            if self._t0 is None:
+                self._t0 = timestamp_s
+            pts = max(self._last_pts + 1, round((timestamp_s - self._t0) * 1000.0))
+            vf.time_base = Fraction(1, 1000)
+        else:
+            pts = self.frames_written
+        vf.pts = pts
+        self._last_pts = pts
+        try:
+            for packet in self._stream.encode(vf):
+                self._container.mux(packet)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise SinkError(f"{self._label}: encoding failed ({type(exc).__name__}: {exc})") from exc
+        self.frames_written += 1
+
+    def close(self) -> None:
+        container, self._container = self._container, None
+        if container is None:
+            return
+        av = self._av
+        try:
+            if self._stream is not None:
+                for packet in self._stream.encode(None):
+                    container.mux(packet)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise SinkError(f"{self._label}: flushing the encoder failed ({exc})") from exc
+        finally:
+            container.close()
+        if self._stream is None:
+            logger.warning("%s: no frame was written", self._label)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "kind": "video",
+            "path": str(self.path),
+            "content": self.content,
+            "codec": self.codec_name,
+            "fps": self.fps,
+            "vfr": self.vfr,
+            "size_wh": list(self._size_wh) if self._size_wh else None,
+            "padded_to_even": self.padded,
+            "frames_written": self.frames_written,
+        }
+
+
+class ImageFolderSink(Sink):
+    """Write every frame as an image into ``folder``.
+
+    Files are named after the source image (image-folder sources, e.g. ``010001.png`` for LLVIP, so
+    annotations still match) or ``{index:06d}`` otherwise; a name already written falls back to the
+    index so nothing is overwritten within a run.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], *, ext: str = ".png", content: str = "fused") -> None:
+        self.folder = Path(folder)
+        self._label = f"image folder {str(self.folder)!r}"
+        if not ext.startswith("."):
+            ext = "." + ext
+        self.ext = ext.lower()
+        if content not in ("fused", "preview"):
+            raise SinkError(f"{self._label}: content {content!r}: expected 'fused' or 'preview'")
+        self.content = content
+        if self.folder.exists() and not self.folder.is_dir():
+            raise SinkError(f"{self._label}: exists and is not a folder")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SinkError(f"{self._label}: cannot create ({exc})") from exc
+        self._used: set[str] = set()
+        self.frames_written = 0
+
+    def write(self, frame: FusedFrame) -> None:
+        stem = frame.name if frame.name and frame.name not in self._used else f"{frame.index:06d}"
+        self._used.add(stem)
+        path = self.folder / f"{stem}{self.ext}"
+        try:
+            ok = cv2.imwrite(str(path), _content_image(frame, self.content))
+        except cv2.error as exc:
+            raise SinkError(f"{self._label}: cannot write {path.name} ({exc})") from exc
+        if not ok:
+            raise SinkError(f"{self._label}: cannot write {path.name}")
+        self.frames_written += 1
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "images", "path": str(self.folder), "content": self.content, "frames_written": self.frames_written}
+
+
+class TimingLog:
+    """Per-frame timing rows (:data:`TIMING_COLUMNS`) as CSV, or JSON Lines for ``.jsonl``/``.json``.
+
+    Each row is flushed when written, so the log is complete up to the last written frame even
+    if the process is killed.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        label = f"timing log {str(self.path)!r}"
+        self.format = "jsonl" if self.path.suffix.lower() in (".jsonl", ".json", ".ndjson") else "csv"
+        _prepare_parent(self.path, label)
+        try:
+            self._fh: IO[str] | None = open(self.path, "w", newline="")
+        except OSError as exc:
+            raise SinkError(f"{label}: cannot create ({exc})") from exc
+        self._csv = None
+        if self.format == "csv":
+            self._csv = csv.DictWriter(self._fh, fieldnames=TIMING_COLUMNS, extrasaction="ignore")
+            self._csv.writeheader()
+        self.rows = 0
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self._fh is None:
+            raise SinkError(f"timing log {str(self.path)!r}: already closed")
+        clean = {k: _round(row.get(k)) for k in TIMING_COLUMNS}
+        if self._csv is not None:
+            self._csv.writerow(clean)
+        else:
+            self._fh.write(json.dumps(clean) + "\n")
+        self._fh.flush()
+        self.rows += 1
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _round(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4)
+    return value
+
+
+def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
+    """Write ``data`` as indented JSON (NaN written as ``null``)."""
+    path = Path(path)
+    _prepare_parent(path, f"summary {str(path)!r}")
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, (np.floating, np.integer)):
+            return clean(x.item())
+        if isinstance(x, Path):
+            return str(x)
+        return x
+
+    try:
+        path.write_text(json.dumps(clean(data), indent=2) + "\n")
+    except OSError as exc:
+        raise SinkError(f"summary {str(path)!r}: cannot write ({exc})") from exc
+    return path

@@ -1,0 +1,468 @@
+"""Frame sources: cameras, video files, image folders and network streams.
+
+Every source yields :class:`Frame` objects (``index``, ``timestamp_s``, ``image``) from
+:meth:`FrameSource.frames` and says whether it is live (:attr:`FrameSource.is_live`)::
+
+    with open_source("ir.mp4", role="ir") as source:
+        for frame in source.frames():
+            ...
+
+Spec strings understood by :func:`open_source`:
+
+* ``cam0``, ``cam:0``, ``0``, ``/dev/video0``: a camera (OpenCV ``VideoCapture``). Live. Timestamps
+  are ``time.monotonic()`` at capture, so two cameras of one machine share a clock.
+* ``rtsp://``, ``rtsp(s)://``, ``rtmp://``, ``http(s)://``, ``udp://``, ``tcp://``, ``srt://``: a
+  network stream decoded with PyAV (open/read timeouts, RTSP over TCP). Live; monotonic timestamps
+  as for cameras (the two streams' pts do not share a clock).
+* a file: any video FFmpeg can read, decoded with PyAV; ``timestamp_s`` is ``pts * time_base``
+  relative to the stream's first frame (``index / fps`` when a frame has no pts).
+* a folder: an image sequence in name order, ``timestamp_s = index / fps``. The folder may hold the
+  images directly, or be a pairs root (``ir/`` + ``vi/``, or LLVIP's ``infrared/{train,test}`` +
+  ``visible/{train,test}``): then the ``role`` picks the side.
+
+:func:`open_pairs` opens a pairs root as two image-list sources matched by file name
+(:func:`dstfuse_stream.imageio.list_pairs`): the recorded-sequence mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from dstfuse_stream.errors import ConfigError, SourceError
+from dstfuse_stream.imageio import IMAGE_SUFFIXES, list_images, list_pairs, read_bgr
+
+__all__ = [
+    "Frame",
+    "FrameSource",
+    "CameraSource",
+    "VideoFileSource",
+    "StreamSource",
+    "ImageListSource",
+    "open_source",
+    "open_pairs",
+    "parse_camera_spec",
+    "is_url",
+    "DEFAULT_FOLDER_FPS",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Frame rate given to image folders when none is set (``--fps``).
+DEFAULT_FOLDER_FPS = 30.0
+_URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
+_CAMERA_RE = re.compile(r"^(?:cam:?)?(\d+)$")
+_ROLE_DIRS = {"ir": ("ir", "infrared", "IR", "Inf"), "vis": ("vi", "vis", "visible", "VI", "Vis")}
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame.
+
+    Attributes:
+        index: 0-based position in its stream (frames dropped later keep their index).
+        timestamp_s: presentation time in seconds (see the module docstring per source kind).
+        image: ``(H, W, 3)`` uint8 BGR or ``(H, W)`` uint8 gray.
+        read_ms: time spent reading/decoding this frame.
+        captured_s: ``time.monotonic()`` when the frame was available (start of its end-to-end latency).
+        name: file stem for image-folder sources (used to name output images), else ``None``.
+        lag_frames: filled in by the pipeline: frames its reader had already read beyond this one
+            when the fusion thread took it.
+    """
+
+    index: int
+    timestamp_s: float
+    image: np.ndarray
+    read_ms: float = 0.0
+    captured_s: float = 0.0
+    name: str | None = None
+    lag_frames: int = 0
+
+    @property
+    def size_wh(self) -> tuple[int, int]:
+        return int(self.image.shape[1]), int(self.image.shape[0])
+
+
+def _check_image(image: np.ndarray | None, where: str) -> np.ndarray:
+    if image is None or image.ndim not in (2, 3) or image.shape[0] == 0 or image.shape[1] == 0:
+        shape = None if image is None else image.shape
+        raise SourceError(f"{where}: frame of zero size or no image (shape {shape})")
+    if image.dtype != np.uint8:
+        raise SourceError(f"{where}: expected uint8 frames, got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    elif image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    return image
+
+
+class FrameSource(ABC):
+    """A stream of :class:`Frame`. Use as a context manager or call :meth:`close`."""
+
+    #: True for cameras and network streams (frames keep coming; keep only the latest).
+    is_live: bool = False
+
+    def __init__(self, *, name: str, fps: float | None) -> None:
+        self.name = name
+        self.fps = fps
+
+    @property
+    def frame_count(self) -> int | None:
+        """Number of frames when known in advance (files, folders), else ``None``."""
+        return None
+
+    @abstractmethod
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames in order until the stream ends. Raises :class:`SourceError` on read errors."""
+
+    def describe(self) -> dict[str, object]:
+        """JSON-able description (written into the run summary)."""
+        return {
+            "kind": type(self).__name__,
+            "name": self.name,
+            "live": self.is_live,
+            "fps": self.fps,
+            "frame_count": self.frame_count,
+        }
+
+    def close(self) -> None:
+        """Release the device/file. Safe to call twice."""
+
+    def __enter__(self) -> "FrameSource":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+# ---------------------------------------------------------------------------------------------
+# cameras (OpenCV)
+
+
+def parse_camera_spec(spec: str) -> int | str | None:
+    """``cam0``/``cam:0``/``0`` -> ``0``; ``/dev/videoN`` -> the path; anything else -> ``None``."""
+    match = _CAMERA_RE.match(spec.strip())
+    if match:
+        return int(match.group(1))
+    if spec.startswith("/dev/video"):
+        return spec
+    return None
+
+
+class CameraSource(FrameSource):
+    """A local camera through OpenCV ``VideoCapture`` (live; monotonic timestamps).
+
+    Args:
+        device: camera index or ``/dev/videoN`` path.
+        resolution_wh: requested capture size (the driver may pick another).
+        fps: requested frame rate (the driver may ignore it).
+        read_timeout_s: passed to backends that support ``CAP_PROP_READ_TIMEOUT_MSEC``.
+    """
+
+    is_live = True
+
+    def __init__(
+        self,
+        device: int | str,
+        *,
+        resolution_wh: tuple[int, int] | None = None,
+        fps: float | None = None,
+        read_timeout_s: float = 5.0,
+    ) -> None:
+        label = f"camera {device}" if isinstance(device, int) else f"camera {device!r}"
+        api = cv2.CAP_V4L2 if isinstance(device, str) and device.startswith("/dev/video") else cv2.CAP_ANY
+        if isinstance(device, str) and not os.path.exists(device):
+            raise SourceError(f"{label}: device not found")
+        cap = cv2.VideoCapture(device, api)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"{label}: cannot open (missing, busy, or no permission)")
+        cap.set(cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_timeout_s * 1000.0)
+        if resolution_wh is not None:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, resolution_wh[0])
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, resolution_wh[1])
+        if fps is not None:
+            cap.set(cv2.CAP_PROP_FPS, fps)
+        # A busy camera often opens but delivers nothing: read one frame now to fail early.
+        t0 = time.perf_counter()
+        ok, image = cap.read()
+        if not ok or image is None or image.size == 0:
+            cap.release()
+            raise SourceError(f"{label}: opened but delivered no frame (busy or not a capture device?)")
+        reported = cap.get(cv2.CAP_PROP_FPS)
+        super().__init__(name=label, fps=float(reported) if reported and reported > 0 else fps)
+        self._cap: cv2.VideoCapture | None = cap
+        self._first = (image, (time.perf_counter() - t0) * 1000.0, time.monotonic())
+
+    def frames(self) -> Iterator[Frame]:
+        cap = self._cap
+        if cap is None:
+            raise SourceError(f"{self.name}: source is closed")
+        index = 0
+        if self._first is not None:
+            image, read_ms, captured = self._first
+            self._first = None
+            yield Frame(index, captured, _check_image(image, self.name), read_ms, captured)
+            index += 1
+        while True:
+            t0 = time.perf_counter()
+            ok, image = cap.read()
+            if not ok:
+                raise SourceError(f"{self.name}: stopped delivering frames after {index} (unplugged or busy?)")
+            captured = time.monotonic()
+            yield Frame(index, captured, _check_image(image, self.name), (time.perf_counter() - t0) * 1000.0, captured)
+            index += 1
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+# ---------------------------------------------------------------------------------------------
+# files and network streams (PyAV)
+
+
+def is_url(spec: str) -> bool:
+    """True for ``scheme://...`` specs with a network scheme (rtsp, http, ...)."""
+    scheme, sep, _ = spec.partition("://")
+    return bool(sep) and scheme.lower() in _URL_SCHEMES
+
+
+class VideoFileSource(FrameSource):
+    """A video file decoded with PyAV (any format FFmpeg reads). Timestamps from ``pts * time_base``."""
+
+    is_live = False
+
+    def __init__(self, path: str | os.PathLike[str], **av_open_kwargs: object) -> None:
+        import av  # local: only file/stream sources need it
+
+        self._av = av
+        self._spec = str(path)
+        label = self._label()
+        if not is_url(self._spec):
+            p = Path(path)
+            if not p.exists():
+                raise SourceError(f"{label}: file not found")
+            if not p.is_file():
+                raise SourceError(f"{label}: not a regular file")
+            if p.stat().st_size == 0:
+                raise SourceError(f"{label}: empty file")
+        try:
+            container = av.open(self._spec, mode="r", **av_open_kwargs)
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+            raise SourceError(f"{label}: cannot open ({_av_message(exc)})") from exc
+        if not container.streams.video:
+            container.close()
+            raise SourceError(f"{label}: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if not stream.codec_context.width or not stream.codec_context.height:
+            container.close()
+            raise SourceError(f"{label}: video stream has zero frame size")
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        super().__init__(name=label, fps=float(rate) if rate else None)
+        self._container = container
+        self._stream = stream
+        self._frame_count = int(stream.frames) if stream.frames else None
+
+    def _label(self) -> str:
+        return f"video {self._spec!r}"
+
+    @property
+    def frame_count(self) -> int | None:
+        return self._frame_count
+
+    @property
+    def size_wh(self) -> tuple[int, int]:
+        return int(self._stream.codec_context.width), int(self._stream.codec_context.height)
+
+    def _timestamp(self, frame: object, index: int, start: list[float | None]) -> float:
+        pts, time_base = frame.pts, frame.time_base  # type: ignore[attr-defined]
+        if pts is None or time_base is None:
+            return index / self.fps if self.fps else float(index)
+        t = float(pts * time_base)
+        if start[0] is None:
+            start[0] = t
+        return t - start[0]
+
+    def frames(self) -> Iterator[Frame]:
+        av = self._av
+        container = self._container
+        if container is None:
+            raise SourceError(f"{self.name}: source is closed")
+        start: list[float | None] = [None]
+        index = 0
+        decoder = container.decode(self._stream)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                frame = next(decoder)
+            except StopIteration:
+                break
+            except (av.error.FFmpegError, OSError) as exc:
+                raise SourceError(f"{self.name}: decoding failed after {index} frames ({_av_message(exc)})") from exc
+            if not frame.width or not frame.height:
+                raise SourceError(f"{self.name}: frame {index} has zero size")
+            image = frame.to_ndarray(format="bgr24")
+            captured = time.monotonic()
+            timestamp = captured if self.is_live else self._timestamp(frame, index, start)
+            yield Frame(index, timestamp, _check_image(image, self.name), (time.perf_counter() - t0) * 1000.0, captured)
+            index += 1
+        if index == 0:
+            raise SourceError(f"{self.name}: no decodable frame (truncated or corrupt file?)")
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "size_wh": list(self.size_wh)}
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+
+class StreamSource(VideoFileSource):
+    """A network stream (RTSP/RTMP/HTTP/UDP...) decoded with PyAV; live, monotonic timestamps.
+
+    Args:
+        url: stream address.
+        open_timeout_s: give up connecting after this long.
+        read_timeout_s: give up when no data arrives for this long (the source then raises).
+    """
+
+    is_live = True
+
+    def __init__(self, url: str, *, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0) -> None:
+        options = {"rtsp_transport": "tcp"} if url.lower().startswith("rtsp") else {}
+        super().__init__(url, timeout=(open_timeout_s, read_timeout_s), options=options)
+        self._frame_count = None
+
+    def _label(self) -> str:
+        return f"stream {self._spec!r}"
+
+
+def _av_message(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+# ---------------------------------------------------------------------------------------------
+# image folders
+
+
+class ImageListSource(FrameSource):
+    """Images read one by one from a list of paths; ``timestamp_s = index / fps``.
+
+    Unreadable files raise :class:`SourceError` naming the file.
+    """
+
+    is_live = False
+
+    def __init__(self, paths: Sequence[Path], *, fps: float = DEFAULT_FOLDER_FPS, name: str) -> None:
+        if fps <= 0:
+            raise ConfigError(f"fps: expected > 0, got {fps}")
+        if not paths:
+            raise SourceError(f"{name}: no images (expected files ending in {sorted(IMAGE_SUFFIXES)})")
+        super().__init__(name=name, fps=float(fps))
+        self.paths = list(paths)
+
+    @property
+    def frame_count(self) -> int | None:
+        return len(self.paths)
+
+    def frames(self) -> Iterator[Frame]:
+        for index, path in enumerate(self.paths):
+            t0 = time.perf_counter()
+            image = _check_image(read_bgr(path), f"image {str(path)!r}")
+            read_ms = (time.perf_counter() - t0) * 1000.0
+            yield Frame(index, index / self.fps, image, read_ms, time.monotonic(), name=path.stem)
+
+
+def _folder_images(folder: Path, role: str) -> list[Path]:
+    """Images of ``folder`` itself, or of the ``role`` side when it is a pairs root / has splits."""
+    images = list_images(folder)
+    if images:
+        return images
+    for sub in _ROLE_DIRS[role]:
+        side = folder / sub
+        if side.is_dir():
+            return _folder_images(side, role)
+    splits = [folder / s for s in ("train", "test") if (folder / s).is_dir()]
+    if splits:
+        return [p for split in splits for p in list_images(split)]
+    others = [p.name for p in folder.iterdir() if p.is_file()][:3]
+    hint = f"; found other files such as {others}" if others else " (empty folder)"
+    raise SourceError(
+        f"folder {str(folder)!r}: no images (expected files ending in {sorted(IMAGE_SUFFIXES)}, "
+        f"or an {role} sub-folder){hint}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# factories
+
+
+def open_source(
+    spec: str | os.PathLike[str],
+    *,
+    role: str = "ir",
+    fps: float | None = None,
+    resolution_wh: tuple[int, int] | None = None,
+    timeout_s: float = 10.0,
+) -> FrameSource:
+    """Open a camera, URL, video file or image folder from its spec (see the module docstring).
+
+    Args:
+        spec: what to open.
+        role: ``"ir"`` or ``"vis"``: which side of a pairs-root folder to read.
+        fps: frame rate of image folders (default :data:`DEFAULT_FOLDER_FPS`); requested rate for cameras.
+        resolution_wh: requested camera capture size.
+        timeout_s: open/read timeout of network streams and cameras.
+    """
+    if role not in _ROLE_DIRS:
+        raise ConfigError(f"role {role!r}: expected 'ir' or 'vis'")
+    text = os.fspath(spec)
+    if not text.strip():
+        raise SourceError(f"{role} source: empty spec")
+    camera = parse_camera_spec(text)
+    if isinstance(camera, str) or (camera is not None and not Path(text).exists()):
+        return CameraSource(camera, resolution_wh=resolution_wh, fps=fps, read_timeout_s=timeout_s)
+    if is_url(text):
+        return StreamSource(text, open_timeout_s=timeout_s, read_timeout_s=timeout_s)
+    path = Path(text)
+    if path.is_dir():
+        images = _folder_images(path, role)
+        return ImageListSource(images, fps=fps or DEFAULT_FOLDER_FPS, name=f"folder {text!r}")
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageListSource([path], fps=fps or DEFAULT_FOLDER_FPS, name=f"image {text!r}")
+    return VideoFileSource(path)
+
+
+def open_pairs(
+    root: str | os.PathLike[str],
+    *,
+    split: str | None = None,
+    fps: float | None = None,
+) -> tuple[ImageListSource, ImageListSource]:
+    """Open a pairs root (``ir/`` + ``vi/`` or LLVIP layout) as ``(ir_source, vis_source)``.
+
+    Only names present on both sides are used, in sorted order, so frame ``i`` of one source is
+    the partner of frame ``i`` of the other.
+    """
+    pairs = list_pairs(root, split=split)
+    rate = fps or DEFAULT_FOLDER_FPS
+    ir = ImageListSource([p[0] for p in pairs], fps=rate, name=f"pairs {os.fspath(root)!r} (ir)")
+    vis = ImageListSource([p[1] for p in pairs], fps=rate, name=f"pairs {os.fspath(root)!r} (vis)")
+    logger.info("pairs %s: %d pairs", os.fspath(root), len(pairs))
+    return ir, vis

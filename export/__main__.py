@@ -1,0 +1,8 @@
+"""``python -m export``: same as the ``dstfuse-export`` console script."""
+
+import sys
+
+from export.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""Training: schedule, loss decrease, checkpoints and exact resume, data layouts, dedup, blur, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dstfuse_stream import DSTFuse, get_config, load_model
+from dstfuse_stream.checkpoint import load_checkpoint
+from dstfuse_stream.errors import ConfigError, SourceError, StreamMismatchError
+from train.cli import main as train_main
+from train.data import CropSampler, PairImage, apply_motion_blur, load_pairs, motion_blur_kernel, random_crop_pair
+from train.trainer import MODULES, Trainer, TrainConfig, phase_modules, phase_name
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny tensors: one thread is fastest and avoids OpenMP spinning on the shared 2-core CI box."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def synthetic_pairs(n: int = 2, size_hw: tuple[int, int] = (40, 48), seed: int = 0) -> list[PairImage]:
+    """IR with a bright blob on a dark background; visible with texture (gradients + noise)."""
+    rng = np.random.default_rng(seed)
+    h, w = size_hw
+    yy, xx = np.mgrid[:h, :w]
+    pairs = []
+    for k in range(n):
+        cy, cx = rng.integers(8, h - 8), rng.integers(8, w - 8)
+        ir = 40 + 200 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 30.0)
+        vis = 60 + 40 * np.sin(xx / 3.0 + k) + 30 * (yy / h) + rng.normal(0, 8, (h, w))
+        pairs.append(PairImage(f"s{k}", np.clip(ir, 0, 255).astype(np.uint8), np.clip(vis, 0, 255).astype(np.uint8)))
+    return pairs
+
+
+def tiny_trainer(tmp_path, *, epochs=2, lr=1e-4, crop=32, batch=2, max_minutes=None, seed=0, **phase) -> Trainer:
+    cfg = TrainConfig(epochs=epochs, lr=lr, crop_size=crop, batch_size=batch, max_side=None, seed=seed,
+                      num_threads=1, max_minutes=max_minutes, **phase)
+    sampler = CropSampler(synthetic_pairs(4), crop_size=crop, batch_size=batch, blur_prob=0.5, seed=seed)
+    torch.manual_seed(seed)
+    return Trainer(DSTFuse(get_config("lite")), sampler, cfg, tmp_path, device="cpu", progress=False)
+
+
+def module_params(model: DSTFuse, name: str) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in getattr(model, name).named_parameters()}
+
+
+# ---------------------------------------------------------------- config and schedule
+def test_default_schedule_table():
+    cfg = TrainConfig()
+    table = [tuple(phase_modules(cfg, e)[m] for m in MODULES) for e in range(cfg.epochs)]
+    assert table == (
+        [("cst", "reconstruction", None)] * 3
+        + [("cst", "fusion", None)] * 3
+        + [("cst", None, None)] * 4
+        + [(None, None, "mapping")] * 5
+    )
+    assert [phase_name(cfg, e) for e in (0, 3, 6, 10)] == ["reconstruction+cst", "fusion+cst", "cst", "mapping"]
+    assert cfg.mapping_start == 10
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"crop_size": 30}, "multiple of 4"), ({"epochs": 0}, "epochs"), ({"blur_prob": 1.5}, "blur_prob"),
+     ({"lr": 0.0}, "lr"), ({"max_side": 64, "crop_size": 128}, "max_side")],
+)
+def test_train_config_rejects_bad_values(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_train_config_dict_round_trip():
+    cfg = TrainConfig(epochs=4, crop_size=64, max_minutes=2.5)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ConfigError, match="unknown TrainConfig keys"):
+        TrainConfig.from_dict({"epoch": 3})
+
+
+def test_mapping_lr_sets_only_the_mapping_optimizer(tmp_path):
+    trainer = tiny_trainer(tmp_path, lr=1e-4)
+    assert {n: o.param_groups[0]["lr"] for n, o in trainer.optimizers.items()} == {"cst": 1e-4, "fusion": 1e-4, "mapping": 1e-4}
+    cfg = TrainConfig(lr=1e-3, mapping_lr=1e-2)
+    assert [cfg.module_lr(n) for n in MODULES] == [1e-3, 1e-3, 1e-2]
+    with pytest.raises(ConfigError, match="mapping_lr"):
+        TrainConfig(mapping_lr=0.0)
+
+
+@pytest.mark.parametrize(
+    "epoch, changed",
+    [(0, {"cst", "fusion"}), (3, {"cst", "fusion"}), (6, {"cst"}), (10, {"mapping"})],
+)
+def test_each_phase_updates_only_its_modules(tmp_path, epoch, changed):
+    trainer = tiny_trainer(tmp_path, epochs=15)
+    batch = trainer._to_device(next(trainer.sampler.batches(0)))
+    before = {m: module_params(trainer.model, m) for m in MODULES}
+    terms = trainer.train_step(epoch, *batch)
+    after = {m: module_params(trainer.model, m) for m in MODULES}
+    for m in MODULES:
+        diffs = [k for k in before[m] if not torch.equal(before[m][k], after[m][k])]
+        if m in changed:
+            assert diffs, f"{m} should change in epoch {epoch}"
+        else:
+            assert not diffs, f"{m} must not change in epoch {epoch}: {diffs}"
+    expected_terms = {0: {"cst", "reconstruction"}, 3: {"cst", "fusion"}, 6: {"cst"}, 10: {"mapping"}}[epoch]
+    assert set(terms) == expected_terms
+    if epoch == 0:  # reconstruction does not use the fusion attention branch
+        att = [k for k in before["fusion"] if k.startswith("attention.")]
+        assert att and all(torch.equal(before["fusion"][k], after["fusion"][k]) for k in att)
+    if epoch == 10:  # frozen modules are in eval mode during mapping
+        assert not trainer.model.cst.training and not trainer.model.fusion.training and trainer.model.mapping.training
+
+
+def test_overfitting_one_batch_lowers_each_phase_loss(tmp_path):
+    # seeded and deterministic on CPU: fusion goes 0.437 -> 0.345, mapping 0.428 -> 0.214 in 30 steps
+    trainer = tiny_trainer(tmp_path, epochs=15, lr=1e-2, crop=16)
+    batch = trainer._to_device(next(trainer.sampler.batches(0)))
+    for epoch, term, ratio in ((3, "fusion", 0.85), (10, "mapping", 0.7)):
+        losses = [trainer.train_step(epoch, *batch)[term] for _ in range(30)]
+        assert losses[-1] < ratio * losses[0], (term, losses[0], losses[-1])
+
+
+# ---------------------------------------------------------------- checkpoints and resume
+def test_checkpoint_reloads_to_identical_outputs(tmp_path):
+    trainer = tiny_trainer(tmp_path, epochs=1)
+    trainer.fit()
+    ckpt = load_checkpoint(trainer.last_path)
+    assert {"arch", "config", "state_dict", "epoch", "loss", "optimizers", "train_config", "history"} <= set(ckpt)
+    assert ckpt["epoch"] == 1 and ckpt["train_config"]["crop_size"] == 32
+    x = torch.rand(1, 1, 36, 44)
+    y = torch.rand(1, 1, 36, 44)
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.equal(trainer.model(x, y), load_model(trainer.last_path)(x, y))
+
+
+def test_resume_after_time_budget_stop_matches_uninterrupted_run(tmp_path):
+    full = tiny_trainer(tmp_path / "full", epochs=3, recon_epochs=1, fusion_epochs=1, cst_epochs=2)
+    full.fit()
+    steps = full.sampler.steps_per_epoch()
+    assert full.state.global_step == 3 * steps == 6
+
+    cut = tiny_trainer(tmp_path / "cut", epochs=3, recon_epochs=1, fusion_epochs=1, cst_epochs=2, max_minutes=1e-9)
+    cut.fit()  # stops after the first step and saves
+    ckpt = load_checkpoint(cut.last_path)
+    assert (ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]) == (0, 1, 1)
+
+    resumed = tiny_trainer(tmp_path / "cut", epochs=3, recon_epochs=1, fusion_epochs=1, cst_epochs=2)
+    resumed.resume()
+    assert resumed.state.epoch == 0 and resumed.state.step_in_epoch == 1
+    assert int(resumed.optimizers["cst"].state_dict()["state"][0]["step"]) == 1
+    resumed.fit()
+    assert resumed.state.global_step == full.state.global_step
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    for name in MODULES:
+        a, b = full.optimizers[name].state_dict()["state"], resumed.optimizers[name].state_dict()["state"]
+        assert a.keys() == b.keys() and all(torch.equal(a[i]["exp_avg"], b[i]["exp_avg"]) for i in a)
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
+    log = [json.loads(ln) for ln in (tmp_path / "cut" / "loss_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(6))
+    assert (tmp_path / "cut" / "losses.png").stat().st_size > 1000
+
+
+# ---------------------------------------------------------------- data
+def write_pair(ir_dir, vis_dir, name, ir, vis):
+    ir_dir.mkdir(parents=True, exist_ok=True)
+    vis_dir.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(ir_dir / name), ir)
+    cv2.imwrite(str(vis_dir / name), vis)
+
+
+def test_load_pairs_both_layouts_and_dedup(tmp_path):
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (20, 24), dtype=np.uint8) for _ in range(4)]
+    # paired layout: a.png, b.png
+    write_pair(tmp_path / "p" / "ir", tmp_path / "p" / "vi", "a.png", imgs[0], imgs[1])
+    write_pair(tmp_path / "p" / "ir", tmp_path / "p" / "vi", "b.png", imgs[2], imgs[3])
+    # LLVIP layout: same IR pixels as a.png under another name (a duplicate) + one new pair
+    root = tmp_path / "llvip"
+    write_pair(root / "infrared" / "train", root / "visible" / "train", "010001.png", imgs[0], imgs[3])
+    write_pair(root / "infrared" / "test", root / "visible" / "test", "190001.png", imgs[3], imgs[2])
+    pairs, dropped = load_pairs([tmp_path / "p", root])
+    assert dropped == 1
+    assert [p.name for p in pairs] == ["p/a.png", "p/b.png", "llvip/190001.png"]
+    assert np.array_equal(pairs[2].ir, imgs[3]) and np.array_equal(pairs[2].vis, imgs[2])
+    assert load_pairs([root])[1] == 0 and len(load_pairs([root])[0]) == 2
+
+
+def test_load_pairs_errors_and_resize(tmp_path):
+    with pytest.raises(SourceError):
+        load_pairs([tmp_path / "missing"])
+    write_pair(tmp_path / "bad" / "ir", tmp_path / "bad" / "vi", "x.png", np.zeros((8, 8), np.uint8), np.zeros((8, 9), np.uint8))
+    with pytest.raises(StreamMismatchError, match="expected registered images"):
+        load_pairs([tmp_path / "bad"])
+    write_pair(tmp_path / "big" / "ir", tmp_path / "big" / "vi", "x.png", np.zeros((50, 100), np.uint8), np.zeros((50, 100), np.uint8))
+    (pair,), _ = load_pairs([tmp_path / "big"], max_side=40)
+    assert pair.ir.shape == (20, 40) == pair.vis.shape
+
+
+def test_random_crop_pair_same_window_and_pads_small_images():
+    ir = np.arange(30 * 40, dtype=np.uint8).reshape(30, 40)
+    vis = 255 - ir
+    a, b = random_crop_pair(ir, vis, 16, np.random.default_rng(1))
+    assert a.shape == (16, 16) and np.array_equal(b, 255 - a)
+    small = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    c, d = random_crop_pair(small, small, 4, np.random.default_rng(0))
+    assert np.array_equal(c, np.array([[0, 1, 2, 2], [3, 4, 5, 5], [3, 4, 5, 5], [3, 4, 5, 5]], np.uint8))
+
+
+def test_motion_blur_kernel_sums_to_one_and_blurs_along_its_direction():
+    k = motion_blur_kernel(7, 0.0)
+    assert k.sum() == pytest.approx(1.0, abs=1e-6)
+    assert np.allclose(k[3], 1 / 7) and k.sum() - k[3].sum() == pytest.approx(0.0, abs=1e-6)  # one row
+    assert motion_blur_kernel(1, 33.0).tolist() == [[1.0]]
+    assert np.allclose(motion_blur_kernel(9, 90.0), motion_blur_kernel(9, 0.0).T, atol=1e-6)
+    for angle in (17.0, 45.0, 120.0):
+        assert motion_blur_kernel(9, angle).sum() == pytest.approx(1.0, abs=1e-6)
+    img = np.zeros((16, 16), np.float32)
+    img[:, 8:] = 1.0  # vertical edge: a horizontal blur spreads it, a vertical blur leaves it
+    blurred = apply_motion_blur(img, k)
+    assert np.allclose(blurred[0, 4:11], [0, 1 / 7, 2 / 7, 3 / 7, 4 / 7, 5 / 7, 6 / 7], atol=1e-6)
+    assert np.allclose(apply_motion_blur(img, motion_blur_kernel(7, 90.0)), img, atol=1e-6)
+    with pytest.raises(ConfigError):
+        motion_blur_kernel(4, 0.0)
+
+
+def test_crop_sampler_is_deterministic_per_epoch_and_keeps_sharp_visible():
+    pairs = synthetic_pairs(3)
+    s = CropSampler(pairs, crop_size=16, batch_size=2, crops_per_image=2, blur_prob=1.0, seed=4)
+    assert s.steps_per_epoch() == 3
+    e0 = list(s.batches(0))
+    assert len(e0) == 3 and all(x.shape == (2, 1, 16, 16) and x.dtype == np.float32 for b in e0 for x in b)
+    again = list(s.batches(0))
+    assert all(np.array_equal(x, y) for b1, b2 in zip(e0, again) for x, y in zip(b1, b2))
+    assert not np.array_equal(e0[0][0], next(s.batches(1))[0])
+    ir, vis_in, sharp = e0[0]
+    assert not np.allclose(vis_in, sharp) and vis_in.std() < sharp.std()
+    no_blur = CropSampler(pairs, crop_size=16, batch_size=2, blur_prob=0.0, seed=4)
+    _, vis_in, sharp = next(no_blur.batches(0))
+    assert np.array_equal(vis_in, sharp)
+
+
+# ---------------------------------------------------------------- CLI
+def test_cli_trains_and_exports_release_weights(tmp_path, capsys):
+    for k, p in enumerate(synthetic_pairs(4)):
+        write_pair(tmp_path / "d" / "ir", tmp_path / "d" / "vi", f"{k}.png", p.ir, p.vis)
+    out, weights = tmp_path / "run", tmp_path / "w.pt"
+    rc = train_main(["--data", str(tmp_path / "d"), "--out", str(out), "--epochs", "2", "--recon-epochs", "1",
+                     "--fusion-epochs", "0", "--cst-epochs", "1", "--crop", "32", "--batch-size", "2",
+                     "--max-side", "0", "--threads", "1", "--device", "cpu", "--no-progress",
+                     "--export-weights", str(weights), "--half"])
+    assert rc == 0
+    assert "4 pairs from 1 root(s), 0 duplicate(s) dropped" in capsys.readouterr().out
+    ckpt = torch.load(weights, weights_only=True)
+    assert "optimizers" not in ckpt and ckpt["epoch"] == 2 and ckpt["config"]["name"] == "lite"
+    assert all(v.dtype == torch.float16 for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert load_model(weights).config == get_config("lite")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["train"]["epochs"] == 2 and cfg["num_pairs"] == 4 and cfg["steps_per_epoch"] == 2
+    assert len((out / "loss_log.jsonl").read_text().splitlines()) == 4
+
+
+def test_cli_bad_data_is_one_line_exit_2(tmp_path, capsys):
+    assert train_main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dstfuse-train: error:") and "nope" in err[0]
+
+
+def test_shipped_weights_match_their_training_card():
+    from dstfuse_stream.checkpoint import default_weights_path, file_sha256
+
+    path = default_weights_path()
+    card_path = path.with_suffix(".json")
+    if not path.is_file() or not card_path.is_file():
+        pytest.skip("shipped weights or training card not present")
+    card = json.loads(card_path.read_text())
+    assert file_sha256(path) == card["sha256"]
+    ckpt = load_checkpoint(path)  # weights_only=True
+    assert "optimizers" not in ckpt and ckpt["epoch"] == card["epochs_completed"] == card["train_config"]["epochs"]
+    assert [p["phase"] for p in card["per_phase_losses"]][-1] == "mapping"  # the mapping phase was trained
+    assert load_model().config == get_config("lite")

@@ -1,0 +1,113 @@
+"""``dstfuse-train`` / ``python -m train``: train DSTFuse on IR/visible pair folders.
+
+Example (the shipped lite weights; see ``dstfuse_stream/weights/dstfuse_lite.json`` for the exact run)::
+
+    dstfuse-train --data ../shared/data/flir_train ../shared/data/roadscene ../shared/data/tno \\
+        ../shared/data/llvip --preset lite --out runs/lite --export-weights dstfuse_stream/weights/dstfuse_lite.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from dstfuse_stream.config import get_config
+from dstfuse_stream.errors import DSTFuseError
+from dstfuse_stream.model import DSTFuse
+from train.data import CropSampler, load_pairs
+from train.trainer import Trainer, TrainConfig, export_weights
+
+__all__ = ["build_parser", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="dstfuse-train", description="Train DSTFuse (CST + fusion + mapping) on IR/visible pairs.")
+    p.add_argument("--data", nargs="+", required=True, metavar="DIR",
+                   help="pair roots: ir/ + vi/ folders or the LLVIP infrared/ + visible/ layout (several are combined and deduplicated)")
+    p.add_argument("--preset", default="lite", choices=["lite", "paper"], help="model preset (default lite)")
+    p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--recon-epochs", type=int, default=d.recon_epochs)
+    p.add_argument("--fusion-epochs", type=int, default=d.fusion_epochs)
+    p.add_argument("--cst-epochs", type=int, default=d.cst_epochs)
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate of every module (default 1e-4)")
+    p.add_argument("--mapping-lr", type=float, default=d.mapping_lr, help="Adam learning rate of the mapping module (default: --lr)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--crop", type=int, default=d.crop_size, help="square crop side in pixels (multiple of 4)")
+    p.add_argument("--crops-per-image", type=int, default=d.crops_per_image)
+    p.add_argument("--blur-prob", type=float, default=d.blur_prob, help="probability of motion-blurring the visible input")
+    p.add_argument("--blur-max-length", type=int, default=d.blur_max_length)
+    p.add_argument("--max-side", type=int, default=d.max_side, help="downsize images whose longer side exceeds this (0 = never)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.num_threads, help="torch CPU threads")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly (and save) after this much training time")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--export-weights", metavar="PATH", help="write the final model as a release checkpoint (no optimizer)")
+    p.add_argument("--half", action="store_true", help="with --export-weights: store fp16 tensors")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
+    config = TrainConfig(
+        epochs=args.epochs, recon_epochs=args.recon_epochs, fusion_epochs=args.fusion_epochs, cst_epochs=args.cst_epochs,
+        lr=args.lr, mapping_lr=args.mapping_lr, batch_size=args.batch_size, crop_size=args.crop, crops_per_image=args.crops_per_image,
+        blur_prob=args.blur_prob, blur_max_length=args.blur_max_length, max_side=args.max_side or None,
+        seed=args.seed, num_threads=args.threads, max_minutes=args.max_minutes,
+    )
+    pairs, dropped = load_pairs(args.data, max_side=config.max_side)
+    print(f"data: {len(pairs)} pairs from {len(args.data)} root(s), {dropped} duplicate(s) dropped")
+    sampler = CropSampler(pairs, crop_size=config.crop_size, batch_size=config.batch_size,
+                          crops_per_image=config.crops_per_image, blur_prob=config.blur_prob,
+                          blur_lengths=(3, config.blur_max_length), seed=config.seed)
+    torch.manual_seed(config.seed)
+    model = DSTFuse(get_config(args.preset))
+    trainer = Trainer(model, sampler, config, args.out, device=args.device, data_roots=args.data,
+                      command="dstfuse-train " + shlex.join(argv), progress=not args.no_progress)
+    if args.resume:
+        trainer.resume()
+    extra = {"dropped_duplicates": dropped}
+    t0 = time.monotonic()
+    state = trainer.fit()
+    wall_s = time.monotonic() - t0
+    print(f"stopped at epoch {state.epoch}/{config.epochs}, global step {state.global_step}, {wall_s:.0f} s; checkpoint {trainer.last_path}")
+    for h in trainer.history:
+        print(f"  epoch {h['epoch']:2d} {h['phase']:<22s} " + " ".join(f"{k}={v:.5f}" for k, v in h["terms"].items()))
+    if args.export_weights:
+        path = export_weights(trainer.last_path, args.export_weights, half=args.half, **extra)
+        print(f"exported {path}")
+    return trainer.last_path
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        run(args, argv)
+    except KeyboardInterrupt:
+        print("dstfuse-train: interrupted; progress saved (continue with --resume)", file=sys.stderr)
+        return 130
+    except DSTFuseError as exc:
+        print(f"dstfuse-train: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0

@@ -1,0 +1,420 @@
+"""DSTFuse training loop: phase schedule, per-module Adam optimizers, checkpoints, logs and plots.
+
+Schedule (epoch ``e``, defaults of :class:`TrainConfig`):
+
+* fusion module: reconstruction stage for ``e < recon_epochs``, fusion stage for
+  ``recon_epochs <= e < recon_epochs + fusion_epochs``;
+* CST module: trained for ``e < cst_epochs`` (alongside the fusion module, separate optimizer);
+* mapping module: trained for ``e >= max(cst_epochs, recon_epochs + fusion_epochs)`` with CST and
+  fusion frozen (eval mode, no grad).
+
+With the defaults (15 epochs, 3/3/10) that is: 0-2 reconstruction + CST, 3-5 fusion + CST, 6-9 CST
+only, 10-14 mapping only. Network inputs are the (possibly motion-blurred) visible crop; the fusion and
+mapping losses target the sharp visible crop; the CST SSIM term uses the network's visible input, as
+in the paper.
+
+Run folder (``out``): ``config.json`` (resolved model/train configs, data roots), ``last.pt`` (every
+epoch and on a time-budget stop; ``--resume`` continues exactly from it), ``loss_log.jsonl`` (one line
+per step), ``losses.png`` (per-step losses by phase).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dstfuse_stream.backends.torch_backend import resolve_device
+from dstfuse_stream.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from dstfuse_stream.config import DSTFuseConfig
+from dstfuse_stream.errors import CheckpointError, ConfigError
+from dstfuse_stream.model import DSTFuse
+from train.data import CropSampler
+from train.losses import CSTLoss, fusion_loss, mapping_loss, reconstruction_loss
+
+__all__ = ["TrainConfig", "MODULES", "phase_modules", "TrainState", "Trainer", "plot_losses"]
+
+logger = logging.getLogger(__name__)
+
+MODULES = ("cst", "fusion", "mapping")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run besides the data and the model architecture."""
+
+    epochs: int = 15
+    recon_epochs: int = 3
+    fusion_epochs: int = 3
+    cst_epochs: int = 10
+    lr: float = 1e-4
+    mapping_lr: float | None = None
+    batch_size: int = 8
+    crop_size: int = 128
+    crops_per_image: int = 1
+    blur_prob: float = 0.5
+    blur_max_length: int = 15
+    max_side: int | None = 640
+    seed: int = 0
+    num_threads: int = 2
+    max_minutes: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "crop_size", "crops_per_image", "num_threads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        for name in ("recon_epochs", "fusion_epochs", "cst_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: expected >= 0, got {getattr(self, name)}")
+        if self.crop_size % 4:
+            raise ConfigError(f"crop_size: expected a multiple of 4 (two stride-2 levels), got {self.crop_size}")
+        if self.crop_size <= 5:
+            raise ConfigError(f"crop_size: expected > 5 (SSIM window 11), got {self.crop_size}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr: expected > 0, got {self.lr}")
+        if self.mapping_lr is not None and not self.mapping_lr > 0:
+            raise ConfigError(f"mapping_lr: expected > 0 or None (= lr), got {self.mapping_lr}")
+        if not 0.0 <= self.blur_prob <= 1.0:
+            raise ConfigError(f"blur_prob: expected a probability in [0, 1], got {self.blur_prob}")
+        if self.blur_max_length < 3:
+            raise ConfigError(f"blur_max_length: expected >= 3, got {self.blur_max_length}")
+        if self.max_side is not None and self.max_side < self.crop_size:
+            raise ConfigError(f"max_side: expected >= crop_size ({self.crop_size}) or None, got {self.max_side}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"max_minutes: expected > 0 or None, got {self.max_minutes}")
+
+    def module_lr(self, name: str) -> float:
+        """Adam learning rate of module ``name`` (``mapping_lr`` for the mapping module when set)."""
+        return self.mapping_lr if name == "mapping" and self.mapping_lr is not None else self.lr
+
+    @property
+    def mapping_start(self) -> int:
+        """First epoch of the mapping phase."""
+        return max(self.cst_epochs, self.recon_epochs + self.fusion_epochs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig keys {sorted(unknown)}; expected a subset of {sorted(known)}")
+        return cls(**data)
+
+
+def phase_modules(config: TrainConfig, epoch: int) -> dict[str, str | None]:
+    """What each module does in ``epoch``: ``{"cst": "cst"|None, "fusion": "reconstruction"|"fusion"|None,
+    "mapping": "mapping"|None}``."""
+    if epoch < config.recon_epochs:
+        fusion: str | None = "reconstruction"
+    elif epoch < config.recon_epochs + config.fusion_epochs:
+        fusion = "fusion"
+    else:
+        fusion = None
+    return {
+        "cst": "cst" if epoch < config.cst_epochs else None,
+        "fusion": fusion,
+        "mapping": "mapping" if epoch >= config.mapping_start else None,
+    }
+
+
+def phase_name(config: TrainConfig, epoch: int) -> str:
+    """Human-readable phase label of ``epoch``, e.g. ``"reconstruction+cst"`` or ``"mapping"``."""
+    active = [p for p in (phase_modules(config, epoch)[m] for m in ("fusion", "cst", "mapping")) if p]
+    return "+".join(active) if active else "idle"
+
+
+@dataclass
+class TrainState:
+    """Where a run stands: ``epoch`` (current, 0-based), ``step_in_epoch`` (steps done in it), ``global_step``."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+
+class Trainer:
+    """Train a :class:`DSTFuse` on a :class:`CropSampler` with the DSTFuse schedule.
+
+    Args:
+        model: the network (moved to ``device``).
+        sampler: batches of ``(ir, vis_input, vis_sharp)``.
+        config: the schedule and optimisation settings.
+        out: run folder (created).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+        data_roots: recorded in ``config.json``.
+        command: recorded in ``config.json``.
+        progress: show a tqdm bar.
+    """
+
+    def __init__(
+        self,
+        model: DSTFuse,
+        sampler: CropSampler,
+        config: TrainConfig,
+        out: str | os.PathLike[str],
+        *,
+        device: str = "auto",
+        data_roots: Sequence[str] = (),
+        command: str | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.device = torch.device(resolve_device(device))
+        self.model = model.to(self.device)
+        self.sampler = sampler
+        self.config = config
+        self.out = Path(out)
+        self.data_roots = [str(r) for r in data_roots]
+        self.command = command
+        self.progress = progress
+        self.cst_loss = CSTLoss(seed=config.seed).to(self.device)
+        self.optimizers = {
+            name: torch.optim.Adam(getattr(model, name).parameters(), lr=config.module_lr(name)) for name in MODULES
+        }
+        self.state = TrainState()
+        self.history: list[dict[str, Any]] = []
+        self._resumed = False
+
+    # ---------------------------------------------------------------- checkpoints
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.pt"
+
+    def save(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Write the full training checkpoint (model, optimizers, state, configs, history)."""
+        last = self.history[-1] if self.history else {}
+        return save_checkpoint(
+            self.last_path if path is None else path,
+            self.model,
+            epoch=self.state.epoch,
+            loss=last.get("loss"),
+            step_in_epoch=self.state.step_in_epoch,
+            global_step=self.state.global_step,
+            optimizers={name: opt.state_dict() for name, opt in self.optimizers.items()},
+            train_config=self.config.to_dict(),
+            history=self.history,
+        )
+
+    def load_state(self, ckpt: dict[str, Any], *, source: str = "checkpoint") -> None:
+        """Restore model, optimizers, position and history from a :meth:`save` checkpoint."""
+        missing = [k for k in ("optimizers", "step_in_epoch", "global_step", "history") if k not in ckpt]
+        if missing:
+            raise CheckpointError(f"{source}: not a training checkpoint (missing {missing}); cannot resume from it")
+        if DSTFuseConfig.from_dict(ckpt["config"]) != self.model.config:
+            raise CheckpointError(f"{source}: model config {ckpt['config']} differs from this run's {self.model.config.to_dict()}")
+        self.model.load_state_dict(ckpt["state_dict"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][name])
+        self.state = TrainState(int(ckpt["epoch"]), int(ckpt["step_in_epoch"]), int(ckpt["global_step"]))
+        self.history = list(ckpt["history"])
+        self._resumed = True
+        logger.info("resumed %s at epoch %d step %d (global step %d)", source, *self.state.__dict__.values())
+
+    def resume(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Resume from ``path`` (default ``out/last.pt``); trims the step log past the checkpoint."""
+        path = self.last_path if path is None else Path(path)
+        self.load_state(load_checkpoint(path, map_location=self.device), source=f"checkpoint {str(path)!r}")
+        log = self.out / "loss_log.jsonl"
+        if log.is_file():
+            keep = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln)["step"] < self.state.global_step]
+            log.write_text("".join(ln + "\n" for ln in keep))
+
+    # ---------------------------------------------------------------- one step
+    def _set_modes(self, phases: dict[str, str | None]) -> None:
+        for name in MODULES:
+            module = getattr(self.model, name)
+            active = phases[name] is not None
+            module.train(active)
+            module.requires_grad_(active)
+
+    def train_step(self, epoch: int, ir: torch.Tensor, vis: torch.Tensor, sharp: torch.Tensor) -> dict[str, float]:
+        """One optimisation step of every module active in ``epoch``; returns the loss terms."""
+        phases = phase_modules(self.config, epoch)
+        self._set_modes(phases)
+        model = self.model
+        losses: dict[str, torch.Tensor] = {}
+        if phases["cst"]:
+            out = model.cst(ir, vis)
+            losses["cst"] = self.cst_loss(out, ir, vis)
+        if phases["fusion"] == "reconstruction":
+            losses["reconstruction"] = reconstruction_loss(model.fusion.reconstruct(ir), ir) + reconstruction_loss(
+                model.fusion.reconstruct(sharp), sharp
+            )
+        elif phases["fusion"] == "fusion":
+            losses["fusion"] = fusion_loss(model.fusion.fuse(ir, vis), ir, sharp)
+        if phases["mapping"]:
+            with torch.no_grad():
+                deblurred = model.cst(ir, vis).stage2
+                fused = model.fusion.fuse(ir, vis)
+            losses["mapping"] = mapping_loss(model.mapping(ir, deblurred, fused), ir, sharp)
+        active = [name for name in MODULES if phases[name]]
+        if not losses:
+            return {}
+        for name in active:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        total = sum(losses.values())
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"non-finite loss at epoch {epoch}: { {k: float(v) for k, v in losses.items()} }")
+        total.backward()  # type: ignore[union-attr]
+        for name in active:
+            self.optimizers[name].step()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    # ---------------------------------------------------------------- loop
+    def _write_config(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / "config.json"
+        if self._resumed and path.is_file():  # keep the original command; record how it was continued
+            payload = json.loads(path.read_text())
+            payload.setdefault("resume_commands", []).append(self.command)
+            path.write_text(json.dumps(payload, indent=2) + "\n")
+            return
+        payload = {
+            "model": self.model.config.to_dict(),
+            "train": self.config.to_dict(),
+            "data": self.data_roots,
+            "num_pairs": len(self.sampler.pairs),
+            "steps_per_epoch": self.sampler.steps_per_epoch(),
+            "device": str(self.device),
+            "command": self.command,
+        }
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+
+    def _to_device(self, arrays: tuple[np.ndarray, ...]) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.from_numpy(a).to(self.device) for a in arrays)
+
+    def fit(self) -> TrainState:
+        """Train until ``config.epochs`` or the ``max_minutes`` budget; save ``last.pt`` each epoch."""
+        cfg = self.config
+        torch.set_num_threads(cfg.num_threads)
+        self._write_config()
+        steps = self.sampler.steps_per_epoch()
+        start = time.monotonic()
+        budget_s = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
+        log_path = self.out / "loss_log.jsonl"
+        total_steps = cfg.epochs * steps
+        bar = tqdm(total=total_steps, initial=min(self.state.global_step, total_steps), disable=not self.progress,
+                   desc="train", unit="step", dynamic_ncols=True)
+        stopped = False
+        try:
+            with log_path.open("a") as log:
+                while self.state.epoch < cfg.epochs and not stopped:
+                    epoch = self.state.epoch
+                    phase = phase_name(cfg, epoch)
+                    sums: dict[str, float] = {}
+                    done_before = self.state.step_in_epoch
+                    for s, batch in enumerate(self.sampler.batches(epoch)):
+                        if s < done_before:
+                            continue
+                        terms = self.train_step(epoch, *self._to_device(batch))
+                        self.state.step_in_epoch += 1
+                        self.state.global_step += 1
+                        for k, v in terms.items():
+                            sums[k] = sums.get(k, 0.0) + v
+                        record = {"step": self.state.global_step - 1, "epoch": epoch, "phase": phase, **terms}
+                        log.write(json.dumps(record) + "\n")
+                        log.flush()
+                        bar.update(1)
+                        bar.set_postfix({"ep": epoch, **{k: f"{v:.4f}" for k, v in terms.items()}})
+                        if budget_s is not None and time.monotonic() - start >= budget_s and (
+                            self.state.step_in_epoch < steps or epoch + 1 < cfg.epochs
+                        ):
+                            stopped = True
+                            break
+                    if stopped:
+                        logger.warning(
+                            "time budget of %.1f min reached at epoch %d step %d; saved %s (resume with --resume)",
+                            cfg.max_minutes, epoch, self.state.step_in_epoch, self.last_path,
+                        )
+                        break
+                    n = max(1, self.state.step_in_epoch - done_before)
+                    means = {k: v / n for k, v in sums.items()}
+                    self.history.append(
+                        {"epoch": epoch, "phase": phase, "steps": self.state.step_in_epoch,
+                         "loss": float(sum(means.values())), "terms": means,
+                         "wall_s": round(time.monotonic() - start, 1)}
+                    )
+                    logger.info("epoch %d (%s): %s", epoch, phase, {k: round(v, 5) for k, v in means.items()})
+                    self.state.epoch += 1
+                    self.state.step_in_epoch = 0
+                    self.save()
+            if stopped:
+                self.save()
+        except KeyboardInterrupt:
+            logger.warning("interrupted at epoch %d step %d; saving %s", self.state.epoch, self.state.step_in_epoch, self.last_path)
+            self.save()
+            raise
+        finally:
+            bar.close()
+            plot_losses(log_path, self.out / "losses.png")
+        return self.state
+
+
+def read_loss_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Records of a ``loss_log.jsonl`` file (empty list if absent)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def plot_losses(log_path: str | os.PathLike[str], png_path: str | os.PathLike[str], *, smooth: int = 10) -> Path | None:
+    """Plot every loss term per step (moving average over ``smooth`` steps, log y) into ``png_path``."""
+    records = read_loss_log(log_path)
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    terms = sorted({k for r in records for k in r if k not in ("step", "epoch", "phase")})
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+    for term in terms:
+        pts = [(r["step"], r[term]) for r in records if term in r]
+        steps = np.array([p[0] for p in pts])
+        vals = np.array([p[1] for p in pts], dtype=np.float64)
+        k = max(1, min(smooth, len(vals)))
+        smooth_vals = np.convolve(vals, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1 :], smooth_vals, label=term)
+    prev = None
+    for r in records:
+        if prev is not None and r["phase"] != prev:
+            ax.axvline(r["step"], color="gray", lw=0.8, ls="--")
+        prev = r["phase"]
+    if all(r[t] > 0 for r in records for t in terms if t in r):
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"loss (moving average of {smooth} steps)")
+    ax.set_title("DSTFuse training losses (dashed: phase changes)")
+    ax.legend()
+    fig.tight_layout()
+    png_path = Path(png_path)
+    fig.savefig(png_path)
+    plt.close(fig)
+    return png_path
+
+
+def export_weights(
+    source: str | os.PathLike[str] | DSTFuse, path: str | os.PathLike[str], *, half: bool = False, **extra: Any
+) -> Path:
+    """Write a release checkpoint (state_dict + config + epoch + loss, no optimizer) from a training
+    checkpoint path or a model."""
+    if isinstance(source, DSTFuse):
+        return save_checkpoint(path, source, epoch=0, loss=None, half=half, **extra)
+    ckpt = load_checkpoint(source)
+    model = model_from_checkpoint(ckpt, source=f"checkpoint {str(source)!r}")
+    loss = ckpt.get("loss")
+    return save_checkpoint(path, model, epoch=ckpt["epoch"], loss=None if loss is None or math.isnan(loss) else loss,
+                           half=half, **extra)
