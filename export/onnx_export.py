@@ -4,7 +4,7 @@ The exported graph has inputs ``ir`` and ``vis`` and output ``fused``, all float
 ``(batch, 1, height, width)`` with values in [0, 1]; ``batch``, ``height`` and ``width`` are named
 dynamic axes and any size works, odd and non-square included.
 
-How (measured with torch 2.13, see ``docs/readme_parts/export.md``):
+How (measured with torch 2.13, see ``docs/export.md``):
 
 * **Exporter: the TorchScript tracer** (``torch.onnx.export(..., dynamo=False)``). The dynamo exporter
   (default since torch 2.9) traces ``DSTFuse.pad_to_multiple``'s ``if pad == 0`` branch as a shape

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import av
@@ -15,14 +16,21 @@ from benchmarks.cli import main, build_parser, resolve_settings
 from benchmarks.clips import synthetic_frame_pair, write_synthetic_pair
 from benchmarks.memory import PeakMemory
 from benchmarks.model_bench import CaseSettings, parse_resolution, run_model_benchmarks, time_calls
-from benchmarks.model_stats import count_macs, count_params
-from benchmarks.pipeline_bench import read_timing_log, run_clip_benchmark, summarize_stages
+from dstfuse_stream.model_stats import count_macs, count_params
+from benchmarks.pipeline_bench import (
+    fuse_share,
+    load_prepared_frames,
+    read_timing_log,
+    run_clip_benchmark,
+    sample_indices,
+    summarize_stages,
+)
 from benchmarks.plot import plot_latency_vs_pixels
 from benchmarks.report import model_table
 from benchmarks.stats import percentile, summarize_latencies
 from dstfuse_stream import DSTFuse, get_config
 from dstfuse_stream.backends.torch_backend import TorchBackend
-from dstfuse_stream.errors import ConfigError
+from dstfuse_stream.errors import ConfigError, SourceError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -220,6 +228,36 @@ def test_summarize_stages_from_a_hand_made_log(tmp_path):
     assert stages["read_ms"]["max"] == pytest.approx(3.0)
 
 
+def test_sample_indices_spread_over_the_clip():
+    assert sample_indices(60, 4) == [0, 20, 39, 59]
+    assert sample_indices(60, 1) == [0]
+    assert sample_indices(2, 2) == [0, 1]
+    assert sample_indices(2, 4) == [0, 0, 1, 1]
+    with pytest.raises(ValueError):
+        sample_indices(0, 2)
+
+
+def test_load_prepared_frames_decodes_the_requested_pairs(tmp_path):
+    clip = write_synthetic_pair(tmp_path, frames=4, resolution_wh=(32, 24))
+    frames = load_prepared_frames(clip.ir_path, clip.vis_path, [3, 0, 3])
+    assert len(frames) == 3
+    for ir, vis in frames:
+        assert ir.shape == vis.shape == (24, 32) and ir.dtype == vis.dtype == np.float32
+        assert 0.0 <= ir.min() and ir.max() <= 1.0
+    np.testing.assert_array_equal(frames[0][0], frames[2][0])
+    expected_ir = synthetic_frame_pair(0, resolution_wh=(32, 24))[0][..., 0] / 255.0
+    assert np.abs(frames[1][0] - expected_ir).mean() < 0.05
+    assert not np.array_equal(frames[0][0], frames[1][0])
+    with pytest.raises(SourceError):
+        load_prepared_frames(clip.ir_path, clip.vis_path, [9])
+
+
+def test_fuse_share_is_fuse_time_over_wall_time():
+    rows = [{"fuse_ms": 100.0}, {"fuse_ms": 300.0}, {"fuse_ms": None}, {}]
+    assert fuse_share(rows, 0.5) == pytest.approx(0.8)
+    assert math.isnan(fuse_share(rows, 0.0))
+
+
 def _row(preset, backend, w, h, median, status="ok"):
     row = {"preset": preset, "backend": backend, "width": w, "height": h, "pixels": w * h, "gmacs": 1.0, "status": status}
     if status == "ok":
@@ -274,6 +312,11 @@ def test_pipeline_and_naive_loop_write_the_same_frames(lite_model, tmp_path, one
     assert len(read_timing_log(tmp_path / "timing" / "syn_timing.jsonl")) == 2
     assert result["pipeline"]["stages_ms"]["fuse_ms"]["median"] > 0
     assert result["model_only"]["n"] == 2  # one call before, one after
+    assert result["model_only"]["frame_indices"] == {"before": [0], "after": [1]}  # spread over the 2 fused frames
+    for run in ("pipeline", "naive"):
+        stages = result[run]["stages_ms"]
+        assert {"read_ms", "preprocess_ms", "fuse_ms", "postprocess_ms", "encode_ms", "latency_ms"} <= set(stages)
+        assert 0.0 < result[run]["fuse_share"] < 1.0
     assert result["ratios"]["pipeline_over_naive_fps"] == pytest.approx(result["pipeline"]["fps"] / result["naive"]["fps"])
     decoded = []
     for name in ("syn_pipeline.mp4", "syn_naive.mp4"):
@@ -315,6 +358,7 @@ def test_cli_tiny_run_writes_json_png_and_timing_log(tmp_path, capsys):
     ])
     assert code == 0
     assert torch.get_num_threads() == threads  # restored
+    assert logging.getLogger("dstfuse_stream").level == logging.NOTSET  # library log levels restored too
     result = json.loads((out / "results.json").read_text())
     assert result["complete"] is True
     assert result["command"].startswith("dstfuse-bench --quick")

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 BACKEND_NAMES = ("auto", "torch", "onnx", "tensorrt")
 
-#: What ``auto`` uses on CPU, decided by measurement (docs/readme_parts/export.md, ``dstfuse-export
+#: What ``auto`` uses on CPU, decided by measurement (docs/export.md, ``dstfuse-export
 #: compare-cpu --preset lite --size 256x320``): ONNX Runtime CPU ran the lite model faster than torch
 #: CPU in every interleaved run on the 2-core development machine. The one-off export (a few seconds)
 #: is cached per checkpoint SHA-256.

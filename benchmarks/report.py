@@ -1,0 +1,104 @@
+"""Markdown tables from a benchmark result (the README table is pasted from this output)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["format_number", "model_table", "pipeline_table", "markdown_report"]
+
+
+def format_number(value: Any, digits: int = 1) -> str:
+    """``None``/NaN -> ``"-"``; floats with ``digits`` decimals; ints unchanged."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def model_table(rows: list[dict[str, Any]]) -> str:
+    """One line per model-only case; skipped/failed cases show their reason."""
+    lines = [
+        "| preset | backend | W x H | GMACs | median ms | p90 ms | p99 ms | fps | n | peak RSS +MiB | note |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        size = f"{r['width']} x {r['height']}"
+        if r.get("status") != "ok":
+            lines.append(
+                f"| {r['preset']} | {r['backend']} | {size} | {format_number(r.get('gmacs'))} | - | - | - | - | - | - "
+                f"| {r.get('status')}: {r.get('reason', '')} |"
+            )
+            continue
+        note = f"first call {format_number(r['first_call_ms'], 0)} ms" if r["backend"] == "torch-compile" else ""
+        lines.append(
+            f"| {r['preset']} | {r['backend']} | {size} | {format_number(r['gmacs'])} | {format_number(r['median_ms'])} "
+            f"| {format_number(r['p90_ms'])} | {format_number(r['p99_ms'])} | {format_number(r['fps'], 2)} | {r['n']} "
+            f"| {format_number(r['peak_mem_delta_mib'])} | {note} |"
+        )
+    return "\n".join(lines)
+
+
+def pipeline_table(clips: list[dict[str, Any]]) -> str:
+    """One block per clip: fps of model only / pipeline / naive, stage medians and ratios."""
+    lines = [
+        "| clip | W x H | frames | model-only fps | pipeline fps | naive fps | pipeline / model | pipeline / naive "
+        "| fuse share pipeline / naive | latency p50 / p99 ms pipeline | naive "
+        "| decode | pair | preprocess | fuse | postprocess | encode (pipeline, median ms) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in clips:
+        if c.get("status", "ok") != "ok":
+            lines.append(f"| {c['label']} | {c['status']}: {c.get('reason', '')} |" + " - |" * 15)
+            continue
+        p, st = c["pipeline"], c["pipeline"]["stages_ms"]
+        w, h = c["clip"]["size_wh"]
+
+        def med(key: str) -> str:
+            return format_number(st.get(key, {}).get("median"))
+
+        lat = st.get("latency_ms", {})
+        naive_lat = c["naive"].get("stages_ms", {}).get("latency_ms", {})
+        lines.append(
+            f"| {c['label']} | {w} x {h} | {p['frames']} | {format_number(c['model_only']['fps'], 2)} "
+            f"| {format_number(p['fps'], 2)} | {format_number(c['naive']['fps'], 2)} "
+            f"| {format_number(c['ratios']['pipeline_over_model_only_fps'], 2)} "
+            f"| {format_number(c['ratios']['pipeline_over_naive_fps'], 2)} "
+            f"| {format_number(p.get('fuse_share'), 2)} / {format_number(c['naive'].get('fuse_share'), 2)} "
+            f"| {format_number(lat.get('median'), 0)} / {format_number(lat.get('p99'), 0)} "
+            f"| {format_number(naive_lat.get('median'), 0)} / {format_number(naive_lat.get('p99'), 0)} "
+            f"| {med('read_ms')} | {med('pair_ms')} | {med('preprocess_ms')} | {med('fuse_ms')} "
+            f"| {med('postprocess_ms')} | {med('encode_ms')} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown_report(result: dict[str, Any]) -> str:
+    """Machine line, model table, model sizes and pipeline table of a full result dict."""
+    m = result["machine"]
+    parts = [
+        f"Command: `{result['command']}`",
+        "",
+        f"Machine: {m['cpu_model']}, {m['usable_cores']} cores, torch threads {m['torch_threads']}, GPU {m['gpu']}; "
+        f"torch {m['versions'].get('torch')}, onnxruntime {m['versions'].get('onnxruntime')}, "
+        f"Python {m['python']}. Load average at start {result['load_average']['start']}, "
+        f"at end {result['load_average']['end']}.",
+        "",
+    ]
+    if result.get("models"):
+        parts += ["| preset | params | weights | MACs per pixel |", "|---|---:|---|---:|"]
+        for name, info in result["models"].items():
+            parts.append(f"| {name} | {info['params']:,} | {info['weights']} | {info['macs_per_pixel']:,.0f} |")
+        parts.append("")
+    if result.get("model_only"):
+        parts += ["Model only (batch 1):", "", model_table(result["model_only"]), ""]
+    if result.get("pipeline"):
+        s = result.get("settings", {})
+        parts += [
+            f"End to end (preset {s.get('pipeline_preset')}, backend {s.get('pipeline_backend')}):",
+            "",
+            pipeline_table(result["pipeline"]),
+            "",
+        ]
+    return "\n".join(parts)
