@@ -19,6 +19,15 @@ def shared_data() -> Path:
 
 
 @pytest.fixture()
+def one_torch_thread():
+    """Tiny tensors: one thread is fastest and avoids OpenMP spinning on the shared 2-core CI box."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture()
 def lite_model():
     """A randomly initialised lite DSTFuse in eval mode (seeded, CPU)."""
     from dstfuse_stream import DSTFuse, get_config

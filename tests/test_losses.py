@@ -25,13 +25,7 @@ from train.losses import (
     ssim_term,
 )
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors: one thread is fastest and avoids OpenMP spinning on the shared 2-core CI box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 C1, C2, EPS = 0.01**2, 0.03**2, 1e-12

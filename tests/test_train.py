@@ -17,13 +17,7 @@ from train.data import CropSampler, PairImage, apply_motion_blur, load_pairs, mo
 from train.trainer import MODULES, Trainer, TrainConfig, phase_modules, phase_name
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors: one thread is fastest and avoids OpenMP spinning on the shared 2-core CI box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def synthetic_pairs(n: int = 2, size_hw: tuple[int, int] = (40, 48), seed: int = 0) -> list[PairImage]:
