@@ -5,12 +5,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from dstfuse_stream.colour import float_to_uint8
+
 __all__ = ["side_by_side"]
 
 
 def _as_bgr(img: np.ndarray) -> np.ndarray:
     if img.dtype != np.uint8:
-        img = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+        img = float_to_uint8(img)
     return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img.copy()
 
 

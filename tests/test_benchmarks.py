@@ -35,15 +35,6 @@ from dstfuse_stream.errors import ConfigError, SourceError
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture()
-def one_torch_thread():
-    """Run torch on one thread (steadier on a shared 2-core machine); restore the setting afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # -- statistics ----------------------------------------------------------------------------
 
 
