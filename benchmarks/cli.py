@@ -32,9 +32,9 @@ from dstfuse_stream.errors import ConfigError, DSTFuseError
 from dstfuse_stream.model import DSTFuse
 from dstfuse_stream.sinks import write_json
 
-from benchmarks.clips import write_synthetic_pair
-from benchmarks.machine import load_average, machine_info
-from benchmarks.model_bench import (
+from .clips import write_synthetic_pair
+from .machine import load_average, machine_info
+from .model_bench import (
     BACKEND_SPECS,
     CaseSettings,
     backend_unavailable_reason,
@@ -44,9 +44,9 @@ from benchmarks.model_bench import (
     run_model_benchmarks,
 )
 from dstfuse_stream.model_stats import count_macs, count_params
-from benchmarks.pipeline_bench import run_clip_benchmark
-from benchmarks.plot import plot_latency_vs_pixels
-from benchmarks.report import markdown_report
+from .pipeline_bench import run_clip_benchmark
+from .plot import plot_latency_vs_pixels
+from .report import markdown_report
 
 __all__ = ["main", "build_parser", "resolve_settings", "DEFAULT_REAL_CLIP", "QUICK", "FULL"]
 

@@ -41,9 +41,9 @@ from dstfuse_stream.backends.base import FusionBackend
 from dstfuse_stream.errors import ConfigError
 from dstfuse_stream.model import DSTFuse
 
-from benchmarks.memory import PeakMemory
+from .memory import PeakMemory
 from dstfuse_stream.model_stats import count_macs
-from benchmarks.stats import summarize_latencies
+from .stats import summarize_latencies
 
 __all__ = [
     "BackendSpec",
@@ -290,7 +290,7 @@ def onnx_exporter(model: DSTFuse, folder: Path, preset: str, cache: dict[str, Pa
 
     def get() -> Path:
         if preset not in cache:
-            from export.onnx_export import export_onnx
+            from dstfuse_export.onnx_export import export_onnx
 
             t0 = time.perf_counter()
             result = export_onnx(  # parity-checked against torch on one small odd size (cheap)

@@ -41,8 +41,8 @@ from dstfuse_stream.pipeline import FusionPipeline, PipelineConfig, finish_fused
 from dstfuse_stream.sinks import TIMING_COLUMNS, TimingLog, VideoSink
 from dstfuse_stream.sources import VideoFileSource
 
-from benchmarks.model_bench import time_calls
-from benchmarks.stats import summarize_latencies
+from .model_bench import time_calls
+from .stats import summarize_latencies
 
 __all__ = [
     "STAGE_COLUMNS",

@@ -17,7 +17,7 @@ from dstfuse_stream import __version__
 from dstfuse_stream.backends.tensorrt_options import default_cache_dir
 from dstfuse_stream.checkpoint import default_weights_path, file_sha256, load_model
 from dstfuse_stream.model import DSTFuse
-from export.onnx_export import DEFAULT_OPSET, export_onnx, read_metadata, state_dict_sha256
+from .onnx_export import DEFAULT_OPSET, export_onnx, read_metadata, state_dict_sha256
 
 __all__ = ["cached_onnx_path", "get_or_export_onnx", "CACHE_PARITY_SHAPES"]
 

@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_onnx(args: argparse.Namespace) -> int:
     from dstfuse_stream.checkpoint import default_weights_path, file_sha256, load_model
-    from export.onnx_export import DEFAULT_OPSET, export_variants
-    from export.parity import load_real_pairs
+    from .onnx_export import DEFAULT_OPSET, export_variants
+    from .parity import load_real_pairs
 
     if args.preset is not None:
         import torch
@@ -118,12 +118,12 @@ def _cmd_onnx(args: argparse.Namespace) -> int:
 
 def _cmd_tensorrt(args: argparse.Namespace) -> int:
     from dstfuse_stream.backends.tensorrt_options import ShapeProfile
-    from export.tensorrt_build import build_ort_tensorrt_engine, build_torch_tensorrt_engine
+    from .tensorrt_build import build_ort_tensorrt_engine, build_torch_tensorrt_engine
 
     profile = ShapeProfile.parse(args.min_shape, args.opt_shape, args.max_shape)
     if args.method == "ort":
         if args.onnx is None:
-            from export.cache import get_or_export_onnx
+            from .cache import get_or_export_onnx
 
             args.onnx = get_or_export_onnx(args.weights, precision="fp32")
         cache = build_ort_tensorrt_engine(args.onnx, profile, cache_dir=args.cache_dir, precision=args.precision)
@@ -141,7 +141,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from dstfuse_stream.checkpoint import load_model
     from dstfuse_stream.config import get_config
     from dstfuse_stream.model import DSTFuse
-    from export.compare import compare_cpu_backends
+    from .compare import compare_cpu_backends
 
     if args.preset is not None:
         torch.manual_seed(0)

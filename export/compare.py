@@ -20,8 +20,8 @@ import torch
 from dstfuse_stream.backends.onnx_backend import OnnxBackend
 from dstfuse_stream.backends.torch_backend import TorchBackend
 from dstfuse_stream.model import DSTFuse
-from export.onnx_export import export_onnx
-from export.parity import random_pair
+from .onnx_export import export_onnx
+from .parity import random_pair
 
 __all__ = ["compare_cpu_backends"]
 

@@ -45,7 +45,7 @@ from dstfuse_stream.errors import BackendError, ConfigError
 from dstfuse_stream.model import DSTFuse
 
 if TYPE_CHECKING:
-    from export.parity import ParityReport
+    from .parity import ParityReport
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -333,7 +333,7 @@ def export_onnx(
             from one trace).
         references: PyTorch-output cache shared between exports of one model (see ``check_parity``).
     """
-    from export.parity import DEFAULT_SHAPES, check_parity
+    from .parity import DEFAULT_SHAPES, check_parity
 
     _check_precision(precision)
     path = Path(path)

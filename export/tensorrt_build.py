@@ -30,7 +30,7 @@ from dstfuse_stream.backends.tensorrt_options import (
     tensorrt_provider_options,
 )
 from dstfuse_stream.errors import BackendError
-from export.parity import random_pair
+from .parity import random_pair
 
 __all__ = [
     "ort_tensorrt_providers",

@@ -26,7 +26,7 @@ from dstfuse_stream.backends.tensorrt_options import (
 from dstfuse_stream.backends.torch_backend import TorchBackend
 from dstfuse_stream.checkpoint import save_checkpoint
 from dstfuse_stream.errors import BackendError, ConfigError, InputShapeError
-from export.onnx_export import export_onnx
+from dstfuse_export.onnx_export import export_onnx
 
 ALL = [TRT_PROVIDER, CUDA_PROVIDER, CPU_PROVIDER]
 PROFILE = ShapeProfile.from_hw((16, 16), (48, 64), (64, 96))
@@ -284,12 +284,12 @@ def test_create_backend_auto_on_cpu_exports_once_and_reuses_cache(lite, tmp_path
 
 
 def test_create_backend_auto_falls_back_to_torch_when_export_fails(lite, monkeypatch, caplog):
-    import export.cache
+    import dstfuse_export.cache as export_cache
 
     def failing_export(*args, **kwargs):
         raise BackendError("ONNX parity check failed (simulated)")
 
-    monkeypatch.setattr(export.cache, "get_or_export_onnx", failing_export)
+    monkeypatch.setattr(export_cache, "get_or_export_onnx", failing_export)
     backend = create_backend("auto", model=lite, device="cpu")
     assert isinstance(backend, TorchBackend) and backend.device == "cpu"
     assert backend.selection_reason == "CPU: torch (fallback)"

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.cli import main, build_parser, resolve_settings
-from benchmarks.clips import synthetic_frame_pair, write_synthetic_pair
-from benchmarks.memory import PeakMemory
-from benchmarks.model_bench import CaseSettings, parse_resolution, run_model_benchmarks, time_calls
+from dstfuse_bench.cli import main, build_parser, resolve_settings
+from dstfuse_bench.clips import synthetic_frame_pair, write_synthetic_pair
+from dstfuse_bench.memory import PeakMemory
+from dstfuse_bench.model_bench import CaseSettings, parse_resolution, run_model_benchmarks, time_calls
 from dstfuse_stream.model_stats import count_macs, count_params
-from benchmarks.pipeline_bench import (
+from dstfuse_bench.pipeline_bench import (
     fuse_share,
     load_prepared_frames,
     read_timing_log,
@@ -25,9 +25,9 @@ from benchmarks.pipeline_bench import (
     sample_indices,
     summarize_stages,
 )
-from benchmarks.plot import plot_latency_vs_pixels
-from benchmarks.report import model_table
-from benchmarks.stats import percentile, summarize_latencies
+from dstfuse_bench.plot import plot_latency_vs_pixels
+from dstfuse_bench.report import model_table
+from dstfuse_bench.stats import percentile, summarize_latencies
 from dstfuse_stream import DSTFuse, get_config
 from dstfuse_stream.backends.torch_backend import TorchBackend
 from dstfuse_stream.errors import ConfigError, SourceError
@@ -178,7 +178,7 @@ def test_peak_memory_sees_a_temporary_allocation():
 
 
 def test_peak_memory_falls_back_to_ru_maxrss(monkeypatch, tmp_path):
-    import benchmarks.memory as memory
+    import dstfuse_bench.memory as memory
 
     monkeypatch.setattr(memory, "_CLEAR_REFS", tmp_path / "missing" / "clear_refs")
     with PeakMemory() as mem:

@@ -14,9 +14,9 @@ from dstfuse_stream import DSTFuse, get_config
 from dstfuse_stream.checkpoint import file_sha256, save_checkpoint
 from dstfuse_stream.errors import ConfigError
 from export import cache as export_cache
-from export.cli import main
-from export.onnx_export import DEFAULT_OPSET, export_onnx, export_variants, read_metadata, state_dict_sha256
-from export.parity import DEFAULT_SHAPES, check_parity, load_real_pairs, random_pair
+from dstfuse_export.cli import main
+from dstfuse_export.onnx_export import DEFAULT_OPSET, export_onnx, export_variants, read_metadata, state_dict_sha256
+from dstfuse_export.parity import DEFAULT_SHAPES, check_parity, load_real_pairs, random_pair
 
 
 @pytest.fixture(scope="module")

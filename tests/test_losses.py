@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dstfuse_stream.errors import InputShapeError
-from train.losses import (
+from dstfuse_train.losses import (
     CSTLoss,
     FusionLoss,
     MappingLoss,

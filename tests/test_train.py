@@ -12,9 +12,9 @@ import torch
 from dstfuse_stream import DSTFuse, get_config, load_model
 from dstfuse_stream.checkpoint import load_checkpoint
 from dstfuse_stream.errors import ConfigError, SourceError, StreamMismatchError
-from train.cli import main as train_main
-from train.data import CropSampler, PairImage, apply_motion_blur, load_pairs, motion_blur_kernel, random_crop_pair
-from train.trainer import MODULES, Trainer, TrainConfig, phase_modules, phase_name
+from dstfuse_train.cli import main as train_main
+from dstfuse_train.data import CropSampler, PairImage, apply_motion_blur, load_pairs, motion_blur_kernel, random_crop_pair
+from dstfuse_train.trainer import MODULES, Trainer, TrainConfig, phase_modules, phase_name
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,6 +1,6 @@
 """Training card: a JSON summary of a finished run, written next to released weights.
 
-    python -m train.card --run runs/lite --weights dstfuse_stream/weights/dstfuse_lite.pt \\
+    python -m dstfuse_train.card --run runs/lite --weights dstfuse_stream/weights/dstfuse_lite.pt \\
         --out dstfuse_stream/weights/dstfuse_lite.json
 
 Everything in the card is read from the run folder (``config.json``, ``last.pt`` history,
@@ -21,7 +21,7 @@ import torch
 
 from dstfuse_stream.checkpoint import file_sha256, load_checkpoint
 from dstfuse_stream.errors import DSTFuseError
-from train.trainer import read_loss_log
+from .trainer import read_loss_log
 
 __all__ = ["phase_summary", "build_card", "main"]
 
@@ -88,7 +88,7 @@ def build_card(run: str | os.PathLike[str], weights: str | os.PathLike[str], *, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.card", description="Write a training card JSON for released weights.")
+    p = argparse.ArgumentParser(prog="python -m dstfuse_train.card", description="Write a training card JSON for released weights.")
     p.add_argument("--run", required=True, help="run folder (config.json, last.pt, loss_log.jsonl)")
     p.add_argument("--weights", required=True, help="released checkpoint")
     p.add_argument("--out", required=True, help="card JSON path")

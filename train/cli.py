@@ -22,8 +22,8 @@ import torch
 from dstfuse_stream.config import get_config
 from dstfuse_stream.errors import DSTFuseError
 from dstfuse_stream.model import DSTFuse
-from train.data import CropSampler, load_pairs
-from train.trainer import Trainer, TrainConfig, export_weights
+from .data import CropSampler, load_pairs
+from .trainer import Trainer, TrainConfig, export_weights
 
 __all__ = ["build_parser", "main"]
 

@@ -1,6 +1,6 @@
 """Do IR hot targets survive fusion? Mean luma on hot pixels (IR > threshold) vs. the rest.
 
-    python -m train.hot_targets --pairs ../shared/data/llvip --names 010001 010018 050131 \\
+    python -m dstfuse_train.hot_targets --pairs ../shared/data/llvip --names 010001 010018 050131 \\
         --weights dstfuse_stream/weights/dstfuse_lite.pt
 
 Per pair prints the mean of IR, visible, the fusion module's output ``F`` and the final fused image on
@@ -40,7 +40,7 @@ def hot_target_stats(model, ir: torch.Tensor, vis: torch.Tensor, *, threshold: f
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.hot_targets", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m dstfuse_train.hot_targets", description=__doc__.splitlines()[0])
     p.add_argument("--pairs", required=True)
     p.add_argument("--names", nargs="+", default=None)
     p.add_argument("--limit", type=int, default=None)

@@ -38,8 +38,8 @@ from dstfuse_stream.checkpoint import load_checkpoint, model_from_checkpoint, sa
 from dstfuse_stream.config import DSTFuseConfig
 from dstfuse_stream.errors import CheckpointError, ConfigError
 from dstfuse_stream.model import DSTFuse
-from train.data import CropSampler
-from train.losses import CSTLoss, fusion_loss, mapping_loss, reconstruction_loss
+from .data import CropSampler
+from .losses import CSTLoss, fusion_loss, mapping_loss, reconstruction_loss
 
 __all__ = ["TrainConfig", "MODULES", "phase_modules", "TrainState", "Trainer", "plot_losses"]
 

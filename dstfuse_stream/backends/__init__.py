@@ -104,7 +104,7 @@ def _create_onnx(weights: Any, onnx_path: Any, device: str, precision: str | Non
 
     root = extras.pop("cache_dir", None)
     if onnx_path is None:
-        from export.cache import get_or_export_onnx
+        from dstfuse_export.cache import get_or_export_onnx
 
         onnx_path = get_or_export_onnx(weights, model=model, precision=precision or "fp32", cache_dir=root)
     trt_cache = None if root is None else Path(root) / "tensorrt"
@@ -131,7 +131,7 @@ def _create_tensorrt(weights: Any, onnx_path: Any, device: str, precision: str |
             from dstfuse_stream.backends.tensorrt_options import default_cache_dir, tensorrt_provider_options
 
             if onnx_path is None:
-                from export.cache import get_or_export_onnx
+                from dstfuse_export.cache import get_or_export_onnx
 
                 onnx_path = get_or_export_onnx(weights, model=model, precision="fp32", cache_dir=extras.get("cache_dir"))
             cache = Path(extras.get("cache_dir") or default_cache_dir()) / "tensorrt"
