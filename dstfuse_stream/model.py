@@ -57,6 +57,7 @@ __all__ = [
     "CSTModule",
     "FusionModule",
     "MappingModule",
+    "DSTFuseIntermediates",
     "DSTFuse",
 ]
 
@@ -290,6 +291,19 @@ class MappingModule(nn.Module):
         return deblurred * att + fused * (1.0 - att)
 
 
+class DSTFuseIntermediates(NamedTuple):
+    """Every image the inference graph makes, all ``(B, 1, H, W)`` (see :meth:`DSTFuse.intermediates`).
+
+    ``deblurred`` is the CST stage-2 output, ``fusion`` the fusion module's image, ``attention`` the
+    mapping attention ``A`` in [0, 1] (weight of ``deblurred``), ``fused`` the final output.
+    """
+
+    deblurred: torch.Tensor
+    fusion: torch.Tensor
+    attention: torch.Tensor
+    fused: torch.Tensor
+
+
 class DSTFuse(nn.Module):
     """The full inference graph: ``forward(ir, vis) -> fused``, all ``(B, 1, H, W)`` in [0, 1]."""
 
@@ -301,13 +315,18 @@ class DSTFuse(nn.Module):
         self.mapping = MappingModule(self.config)
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        return self.intermediates(ir, vis).fused
+
+    def intermediates(self, ir: torch.Tensor, vis: torch.Tensor) -> DSTFuseIntermediates:
+        """The CST, fusion and mapping outputs and the attention map, cropped to the input size."""
         check_image_pair(ir, vis)
         height, width = ir.shape[-2:]
         ir_p, vis_p = pad_to_multiple(ir), pad_to_multiple(vis)
         deblurred = self.cst(ir_p, vis_p).stage2
-        fused = self.fusion.fuse(ir_p, vis_p)
-        out = self.mapping(ir_p, deblurred, fused)
-        return out[..., :height, :width]
+        fusion = self.fusion.fuse(ir_p, vis_p)
+        att = self.mapping.attention(ir_p)
+        fused = deblurred * att + fusion * (1.0 - att)
+        return DSTFuseIntermediates(*(t[..., :height, :width] for t in (deblurred, fusion, att, fused)))
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = SIZE_MULTIPLE) -> torch.Tensor:
