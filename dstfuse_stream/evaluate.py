@@ -40,7 +40,8 @@ from dstfuse_stream.backends.base import FusionBackend
 from dstfuse_stream.baselines import BASELINE_NAMES, create_baseline
 from dstfuse_stream.colour import float_to_uint8
 from dstfuse_stream.errors import CheckpointError, ConfigError, DSTFuseError, SourceError, StreamMismatchError
-from dstfuse_stream.imageio import IMAGE_SUFFIXES, list_pairs, read_gray
+from dstfuse_stream.degrade import motion_blur_kernel
+from dstfuse_stream.imageio import IMAGE_SUFFIXES, list_pairs, read_gray, resize_max_side
 from dstfuse_stream.metrics import METRIC_NAMES, METRICS, TemporalStability, compute_all, psnr, ssim
 
 __all__ = [
@@ -49,7 +50,6 @@ __all__ = [
     "motion_kernels",
     "motion_blur",
     "select_evenly",
-    "fit_max_size",
     "run_fusion_eval",
     "run_deblur_eval",
     "run_temporal_eval",
@@ -93,22 +93,12 @@ def select_evenly(items: Sequence, limit: int | None) -> list:
     return [items[i] for i in idx]
 
 
-def fit_max_size(image: np.ndarray, max_size: int | None) -> np.ndarray:
-    """Shrink so that the longest side is at most ``max_size`` (``INTER_AREA``); never enlarges."""
-    h, w = image.shape[:2]
-    if max_size is None or max(h, w) <= max_size:
-        return image
-    scale = max_size / max(h, w)
-    size_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(image, size_wh, interpolation=cv2.INTER_AREA)
-
-
 def _load_luma_u8(path: Path, max_size: int | None, *, size_wh: tuple[int, int] | None = None) -> np.ndarray:
     img = read_gray(path)
     if size_wh is not None and (img.shape[1], img.shape[0]) != size_wh:
         img = cv2.resize(img, size_wh, interpolation=cv2.INTER_AREA)
     else:
-        img = fit_max_size(img, max_size)
+        img = resize_max_side(img, max_size)
     return float_to_uint8(img)
 
 
@@ -120,7 +110,7 @@ def _load_pair(ir_path: Path, vis_path: Path, max_size: int | None) -> tuple[np.
             f"pair {ir_path.name!r}: ir {ir.shape[::-1]} and vis {vis.shape[::-1]} (w, h) differ; "
             "expected registered images of one size"
         )
-    return float_to_uint8(fit_max_size(ir, max_size)), float_to_uint8(fit_max_size(vis, max_size))
+    return float_to_uint8(resize_max_side(ir, max_size)), float_to_uint8(resize_max_side(vis, max_size))
 
 
 def _find_image(folder: Path, name: str) -> Path | None:
@@ -371,27 +361,8 @@ class MotionKernel:
         return f"L{self.length_px}/{self.angle_deg:g}deg"
 
     def array(self) -> np.ndarray:
-        """``(L, L)`` float32 kernel summing to 1: a digital line of ``L`` equal taps through the centre.
-
-        The line spans all ``L`` pixels along its dominant axis (Bresenham-style), so 0 and 90 degrees
-        are exact ``L``-pixel lines and 45 degrees is the ``L``-pixel diagonal (Euclidean length
-        ``sqrt(2) (L - 1)``). Deterministic, so no seed is involved.
-        """
-        n = int(self.length_px)
-        if n < 1 or n % 2 == 0:
-            raise ConfigError(f"motion kernel length: expected a positive odd int, got {self.length_px}")
-        k = np.zeros((n, n), dtype=np.float32)
-        c = (n - 1) // 2
-        theta = math.radians(self.angle_deg)
-        cos, sin = math.cos(theta), math.sin(theta)
-        for i in range(n):
-            t = i - c
-            if abs(cos) >= abs(sin):  # x is the dominant axis; y = c - t tan(theta)
-                x, y = c + t, c - int(round(t * sin / cos))
-            else:  # y is the dominant axis (image rows grow downwards)
-                x, y = c + int(round(t * cos / sin)), c - t
-            k[y, x] = 1.0
-        return k / k.sum()
+        """``(L, L)`` float32 kernel summing to 1 (:func:`dstfuse_stream.degrade.motion_blur_kernel`)."""
+        return motion_blur_kernel(int(self.length_px), float(self.angle_deg))
 
 
 def motion_kernels(

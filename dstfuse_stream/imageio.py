@@ -18,7 +18,7 @@ import numpy as np
 
 from dstfuse_stream.errors import SourceError
 
-__all__ = ["IMAGE_SUFFIXES", "read_bgr", "read_gray", "to_gray", "list_images", "list_pairs"]
+__all__ = ["IMAGE_SUFFIXES", "read_bgr", "read_gray", "to_gray", "list_images", "list_pairs", "resize_max_side"]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 _IR_DIRS = ("ir", "infrared", "IR", "Inf")
@@ -45,6 +45,16 @@ def to_gray(img: np.ndarray) -> np.ndarray:
     if img.ndim == 2:
         return img
     return cv2.cvtColor(img, cv2.COLOR_BGR2YCrCb)[..., 0]
+
+
+def resize_max_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """Shrink (``INTER_AREA``) so the longest side is at most ``max_side``; never enlarges; ``None`` = as is."""
+    h, w = image.shape[:2]
+    if max_side is None or max(h, w) <= max_side:
+        return image
+    scale = max_side / max(h, w)
+    size_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size_wh, interpolation=cv2.INTER_AREA)
 
 
 def read_gray(path: str | os.PathLike[str]) -> np.ndarray:

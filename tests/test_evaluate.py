@@ -11,6 +11,7 @@ import pytest
 
 from dstfuse_stream import evaluate as E
 from dstfuse_stream.checkpoint import save_checkpoint
+from dstfuse_stream.imageio import resize_max_side
 from dstfuse_stream.metrics import METRIC_NAMES, compute_all, psnr, ssim
 
 
@@ -34,14 +35,14 @@ def _read_csv(path):
 
 
 # ---------------------------------------------------------------- helpers
-def test_select_evenly_and_fit_max_size():
+def test_select_evenly_and_resize_max_side():
     assert E.select_evenly(range(10), 4) == [0, 3, 6, 9]
     assert E.select_evenly(range(10), None) == list(range(10))
     assert E.select_evenly(range(3), 5) == [0, 1, 2]
     assert E.select_evenly(range(10), 1) == [0]
     img = np.zeros((50, 100), dtype=np.float32)
-    assert E.fit_max_size(img, 40).shape == (20, 40)
-    assert E.fit_max_size(img, 200) is img  # never enlarges
+    assert resize_max_side(img, 40).shape == (20, 40)
+    assert resize_max_side(img, 200) is img  # never enlarges
 
 
 def test_motion_kernels_are_exact_lines():
@@ -51,11 +52,12 @@ def test_motion_kernels_are_exact_lines():
     assert np.count_nonzero(k0) == 9
     k90 = E.MotionKernel(9, 90).array()
     np.testing.assert_allclose(k90[:, 4], np.full(9, 1 / 9))
-    k45 = E.MotionKernel(5, 45).array()
-    np.testing.assert_allclose(np.fliplr(k45).diagonal(), np.full(5, 1 / 5))  # up-right diagonal
-    assert np.count_nonzero(k45) == 5
-    k30 = E.MotionKernel(7, 30).array()  # dominant x: one tap per column, rows follow tan(30 deg)
-    assert np.count_nonzero(k30) == 7 and np.all(np.count_nonzero(k30, axis=0) == 1)
+    k45 = E.MotionKernel(5, 45).array()  # the up-right diagonal, nothing off it
+    assert np.count_nonzero(k45) == np.count_nonzero(np.fliplr(k45).diagonal()) == 5
+    assert k45.sum() == pytest.approx(1.0)
+    k30 = E.MotionKernel(7, 30).array()  # every tap within half a pixel of the 30-degree line
+    ys, xs = np.nonzero(k30)
+    assert np.all(np.abs((3 - ys) - (xs - 3) * np.tan(np.radians(30))) <= 0.5 + 1e-6 + 0.5 * np.tan(np.radians(30)))
     assert k30[3, 3] > 0 and k30[5, 0] > 0 and k30[1, 6] > 0
     assert len(E.motion_kernels()) == 9
     const = np.full((20, 20), 0.4, dtype=np.float32)

@@ -13,7 +13,7 @@ from dstfuse_stream import DSTFuse, get_config, load_model
 from dstfuse_stream.checkpoint import load_checkpoint
 from dstfuse_stream.errors import ConfigError, SourceError, StreamMismatchError
 from dstfuse_train.cli import main as train_main
-from dstfuse_train.data import CropSampler, PairImage, apply_motion_blur, load_pairs, motion_blur_kernel, random_crop_pair
+from dstfuse_train.data import CropSampler, PairImage, load_pairs, random_crop_pair
 from dstfuse_train.trainer import MODULES, Trainer, TrainConfig, phase_modules, phase_name
 
 
@@ -206,23 +206,6 @@ def test_random_crop_pair_same_window_and_pads_small_images():
     small = np.arange(6, dtype=np.uint8).reshape(2, 3)
     c, d = random_crop_pair(small, small, 4, np.random.default_rng(0))
     assert np.array_equal(c, np.array([[0, 1, 2, 2], [3, 4, 5, 5], [3, 4, 5, 5], [3, 4, 5, 5]], np.uint8))
-
-
-def test_motion_blur_kernel_sums_to_one_and_blurs_along_its_direction():
-    k = motion_blur_kernel(7, 0.0)
-    assert k.sum() == pytest.approx(1.0, abs=1e-6)
-    assert np.allclose(k[3], 1 / 7) and k.sum() - k[3].sum() == pytest.approx(0.0, abs=1e-6)  # one row
-    assert motion_blur_kernel(1, 33.0).tolist() == [[1.0]]
-    assert np.allclose(motion_blur_kernel(9, 90.0), motion_blur_kernel(9, 0.0).T, atol=1e-6)
-    for angle in (17.0, 45.0, 120.0):
-        assert motion_blur_kernel(9, angle).sum() == pytest.approx(1.0, abs=1e-6)
-    img = np.zeros((16, 16), np.float32)
-    img[:, 8:] = 1.0  # vertical edge: a horizontal blur spreads it, a vertical blur leaves it
-    blurred = apply_motion_blur(img, k)
-    assert np.allclose(blurred[0, 4:11], [0, 1 / 7, 2 / 7, 3 / 7, 4 / 7, 5 / 7, 6 / 7], atol=1e-6)
-    assert np.allclose(apply_motion_blur(img, motion_blur_kernel(7, 90.0)), img, atol=1e-6)
-    with pytest.raises(ConfigError):
-        motion_blur_kernel(4, 0.0)
 
 
 def test_crop_sampler_is_deterministic_per_epoch_and_keeps_sharp_visible():

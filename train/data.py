@@ -22,9 +22,10 @@ import cv2
 import numpy as np
 
 from dstfuse_stream.errors import ConfigError, StreamMismatchError
-from dstfuse_stream.imageio import list_pairs, read_bgr, to_gray
+from dstfuse_stream.degrade import motion_blur
+from dstfuse_stream.imageio import list_pairs, read_bgr, resize_max_side, to_gray
 
-__all__ = ["PairImage", "load_pairs", "motion_blur_kernel", "apply_motion_blur", "random_crop_pair", "CropSampler"]
+__all__ = ["PairImage", "load_pairs", "random_crop_pair", "CropSampler"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +37,6 @@ class PairImage:
     name: str
     ir: np.ndarray
     vis: np.ndarray
-
-
-def _resize_max_side(img: np.ndarray, max_side: int | None) -> np.ndarray:
-    if max_side is None or max(img.shape) <= max_side:
-        return img
-    scale = max_side / max(img.shape)
-    size_wh = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
-    return cv2.resize(img, size_wh, interpolation=cv2.INTER_AREA)
 
 
 def load_pairs(
@@ -68,7 +61,7 @@ def load_pairs(
                     f"pair {str(ir_path)!r}: IR is {ir.shape[1]}x{ir.shape[0]}, visible is {vis.shape[1]}x{vis.shape[0]}; "
                     "expected registered images of one size"
                 )
-            ir, vis = _resize_max_side(ir, max_side), _resize_max_side(vis, max_side)
+            ir, vis = resize_max_side(ir, max_side), resize_max_side(vis, max_side)
             digest = hashlib.sha1(np.ascontiguousarray(ir).tobytes() + str(ir.shape).encode()).hexdigest()
             if digest in seen:
                 dropped += 1
@@ -77,31 +70,6 @@ def load_pairs(
             pairs.append(PairImage(name=f"{Path(root).name}/{ir_path.name}", ir=ir, vis=vis))
     logger.info("loaded %d pairs from %d root(s); dropped %d duplicate(s) (same IR pixels)", len(pairs), len(roots), dropped)
     return pairs, dropped
-
-
-def motion_blur_kernel(length: int, angle_deg: float) -> np.ndarray:
-    """Linear motion-blur kernel ``(length, length)`` float32 summing to 1 (a line through the centre).
-
-    ``length`` is the kernel size (odd, >= 1). The segment of length ``length`` at ``angle_deg``
-    (counter-clockwise from the x axis) is sampled at ``8 * length`` evenly spaced midpoints, each
-    rounded to its pixel; at 0 and 90 degrees the kernel is exactly a ``1 / length`` row or column.
-    """
-    if length < 1 or length % 2 == 0:
-        raise ConfigError(f"motion blur length: expected a positive odd int, got {length}")
-    kernel = np.zeros((length, length), np.float64)
-    c = (length - 1) / 2.0
-    theta = math.radians(angle_deg)
-    n = 8 * length
-    t = -length / 2.0 + (np.arange(n) + 0.5) * (length / n)
-    xs = np.clip(np.rint(c + t * math.cos(theta)), 0, length - 1).astype(int)
-    ys = np.clip(np.rint(c - t * math.sin(theta)), 0, length - 1).astype(int)
-    np.add.at(kernel, (ys, xs), 1.0)
-    return (kernel / kernel.sum()).astype(np.float32)
-
-
-def apply_motion_blur(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Convolve a float32 ``(H, W)`` image with ``kernel`` (reflected borders); output float32."""
-    return cv2.filter2D(img, cv2.CV_32F, kernel, borderType=cv2.BORDER_REFLECT_101)
 
 
 def random_crop_pair(
@@ -173,8 +141,7 @@ class CropSampler:
         if rng.random() < self.blur_prob:
             lo, hi = self.blur_lengths
             length = 2 * int(rng.integers(lo // 2, hi // 2 + 1)) + 1
-            kernel = motion_blur_kernel(length, float(rng.uniform(0.0, 180.0)))
-            vis_in = np.clip(apply_motion_blur(sharp, kernel), 0.0, 1.0)
+            vis_in = np.clip(motion_blur(sharp, length, float(rng.uniform(0.0, 180.0))), 0.0, 1.0)
         return ir, vis_in, sharp
 
     def batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
