@@ -50,8 +50,8 @@ class DSTFuseConfig:
             ``"linear"`` = ``x + d`` (no vanishing gradient in dark regions).
         cst_ir_input: the CST stage 1 also sees the IR image (not only its Sobel magnitude).
         fusion_head: ``"residual"`` = an image residual on the visible input (paper);
-            ``"blend"`` = per-pixel weights of the two sources' base and detail bands plus a detail
-            gain (the output is built from the sources' own pixels).
+            ``"blend"`` = per-pixel weights of the two sources' base and detail bands (the output is
+            built from the sources' own bands).
         blend_sigma: Gaussian sigma (pixels) that splits base and detail bands for ``"blend"``.
         attention_inputs: what the mapping attention ``A`` sees: ``"ir"`` (paper, ``A(I)``) or
             ``"ir+vis+outputs"`` (IR, visible, CST output and fusion output).

@@ -312,15 +312,20 @@ class CSTModule(nn.Module):
 class FusionModule(nn.Module):
     """Auto-encoder with an attention fusion layer between the shared encoder and the decoder.
 
-    ``fusion_head="residual"`` (paper): the decoder sees the visible skips and outputs an image
-    residual on ``V``. ``fusion_head="blend"``: the decoder sees the skips of both sources and outputs
-    three maps, ``w_base``, ``w_detail`` (IR share of each band, sigmoid) and ``gain`` (detail gain in
-    (0, 2)); with ``X_b = G(X)`` (Gaussian, ``blend_sigma``) and ``X_d = X - X_b``::
+    ``fusion_head="residual"`` (paper): the decoder sees the fused deep features and the visible skips
+    and outputs an image residual on ``V``. ``fusion_head="blend"``: its skips are the *differences*
+    of the two sources' features (``v1 - i1``, ``v2 - i2``): the fused deep features are symmetric in
+    the two sources, and a choice between them needs to know, at fine scale, which one is which and
+    how they differ. It outputs two maps, the IR share of the base band ``w_base`` and of the detail band ``w_detail``; with
+    ``X_b = G(X)`` (Gaussian, ``blend_sigma``) and ``X_d = X - X_b``::
 
-        F = V_b + w_base (I_b - V_b) + gain (V_d + w_detail (I_d - V_d))
+        F = V_b + w_base (I_b - V_b) + V_d + w_detail (I_d - V_d)
 
-    so the fused image is made of the sources' own bands (no invented texture); its final conv starts
-    at zero, i.e. at the average of the two sources.
+    so the fused image is made of the sources' own bands: it cannot invent texture or amplify grain
+    beyond the sources'. The weights are ``sigmoid(m)`` of the decoder's maps ``m``; training keeps
+    ``|m| <= 4`` (weights in [0.018, 0.982]) with a hinge penalty, so near-binary choices are possible
+    but never saturate to a dead gradient. The final conv starts at zero, i.e. at the average of the
+    two sources.
     """
 
     def __init__(self, config: DSTFuseConfig):
@@ -329,7 +334,7 @@ class FusionModule(nn.Module):
         self.residual = config.residual
         blend = config.fusion_head == "blend"
         self.inblock = stem(1, config)
-        self.trunk = _Trunk(config, out_maps=3 if blend else 1)
+        self.trunk = _Trunk(config, out_maps=2 if blend else 1)
         self.attention = AttentionMap(1, config.attention_width, pixel_unshuffle=config.pixel_unshuffle)
         if blend:
             self.bands = GaussianBlur(config.blend_sigma)
@@ -351,21 +356,25 @@ class FusionModule(nn.Module):
 
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         """Fusion-stage path: Eq. 6 on the deepest features, then the head."""
+        if self.head == "residual":
+            return _add_residual(self.maps(ir, vis), vis, self.residual)
+        return self.blend(ir, vis, self.maps(ir, vis))
+
+    def maps(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """The decoder's output: the image residual (``residual`` head) or the two blend maps (logits)."""
         (v1, i1), (v2, i2), (v3, i3) = (t.chunk(2) for t in self.encode(torch.cat([vis, ir])))
         phi = v3 + i3
         att = self.attention(ir, pool=ir.shape[-1] // phi.shape[-1])
         phi = phi + phi * (1.0 - att)
         if self.head == "residual":
-            return _add_residual(self.trunk.decode(phi, v2, v1), vis, self.residual)
-        return self.blend(ir, vis, self.trunk.decode(phi, v2 + i2, v1 + i1))
+            return self.trunk.decode(phi, v2, v1)
+        return self.trunk.decode(phi, v2 - i2, v1 - i1)
 
     def blend(self, ir: torch.Tensor, vis: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-        """The ``blend`` head's image from its three maps ``(B, 3, H, W)`` (logits)."""
-        w_base, w_detail = torch.sigmoid(maps[:, :2]).split(1, dim=1)
-        gain = 2.0 * torch.sigmoid(maps[:, 2:3])
+        """The ``blend`` head's image from its two maps ``(B, 2, H, W)`` (unbounded logits)."""
+        w_base, w_detail = torch.sigmoid(maps).split(1, dim=1)
         vis_b, ir_b = self.bands(torch.cat([vis, ir], dim=1)).split(1, dim=1)
-        vis_d, ir_d = vis - vis_b, ir - ir_b
-        return vis_b + w_base * (ir_b - vis_b) + gain * (vis_d + w_detail * (ir_d - vis_d))
+        return vis + w_base * (ir_b - vis_b) + w_detail * ((ir - ir_b) - (vis - vis_b))
 
 
 class MappingModule(nn.Module):
@@ -407,7 +416,15 @@ class DSTFuseIntermediates(NamedTuple):
 
 
 class DSTFuse(nn.Module):
-    """The full inference graph: ``forward(ir, vis) -> fused``, all ``(B, 1, H, W)`` in [0, 1]."""
+    """The full inference graph: ``forward(ir, vis) -> fused``, all ``(B, 1, H, W)`` in [0, 1].
+
+    ``work_scale`` (1, 0.5 or 0.25; an inference setting, not part of the checkpoint) runs the three
+    networks on area-downscaled inputs and brings their *decisions* back to full resolution: the
+    blend maps and the attention are upsampled (bilinear) and applied to the full-resolution sources'
+    bands, and the CST's correction (``D2 - V`` at low resolution) is upsampled and added to the
+    full-resolution visible image. Fine detail therefore still comes from the full-resolution
+    sources, at 1/4 (or 1/16) of the network cost. Only the ``blend`` fusion head supports it.
+    """
 
     def __init__(self, config: DSTFuseConfig | None = None):
         super().__init__()
@@ -415,11 +432,21 @@ class DSTFuse(nn.Module):
         self.cst = CSTModule(self.config)
         self.fusion = FusionModule(self.config)
         self.mapping = MappingModule(self.config)
+        self.work_scale = 1.0
 
     @property
     def size_multiple(self) -> int:
         """Inputs are padded (edge replication) to a multiple of this and cropped back."""
         return self.config.size_multiple
+
+    def set_work_scale(self, scale: float) -> "DSTFuse":
+        """Run the networks at ``scale`` x the input resolution (1, 0.5 or 0.25); returns ``self``."""
+        if scale not in (1.0, 0.5, 0.25):
+            raise ConfigError(f"work_scale: expected 1, 0.5 or 0.25, got {scale}")
+        if scale != 1.0 and self.config.fusion_head != "blend":
+            raise ConfigError(f"work_scale {scale}: needs the 'blend' fusion head; preset {self.config.name!r} has {self.config.fusion_head!r}")
+        self.work_scale = float(scale)
+        return self
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         return self.intermediates(ir, vis).fused
@@ -428,10 +455,21 @@ class DSTFuse(nn.Module):
         """The CST, fusion and mapping outputs and the attention map, cropped to the input size."""
         check_image_pair(ir, vis)
         height, width = ir.shape[-2:]
-        ir_p, vis_p = pad_to_multiple(ir, self.size_multiple), pad_to_multiple(vis, self.size_multiple)
-        deblurred = self.cst(ir_p, vis_p).stage2
-        fusion = self.fusion.fuse(ir_p, vis_p)
-        att = self.mapping.attention_map(ir_p, vis_p, deblurred, fusion)
+        factor = int(round(1.0 / self.work_scale))
+        ir_p, vis_p = (pad_to_multiple(x, self.size_multiple * factor) for x in (ir, vis))
+        if factor == 1:
+            deblurred = self.cst(ir_p, vis_p).stage2
+            fusion = self.fusion.fuse(ir_p, vis_p)
+            att = self.mapping.attention_map(ir_p, vis_p, deblurred, fusion)
+        else:
+            ir_l, vis_l = F.avg_pool2d(ir_p, factor), F.avg_pool2d(vis_p, factor)
+            deblurred_l = self.cst(ir_l, vis_l).stage2
+            maps_l = self.fusion.maps(ir_l, vis_l)
+            att_l = self.mapping.attention_map(ir_l, vis_l, deblurred_l, self.fusion.blend(ir_l, vis_l, maps_l))
+            up = lambda t: F.interpolate(t, scale_factor=factor, mode="bilinear", align_corners=False)  # noqa: E731
+            deblurred = vis_p + up(deblurred_l - vis_l)
+            fusion = self.fusion.blend(ir_p, vis_p, up(maps_l))
+            att = up(att_l)
         fused = deblurred * att + fusion * (1.0 - att)
         return DSTFuseIntermediates(*(t[..., :height, :width].clamp(0.0, 1.0) for t in (deblurred, fusion, att, fused)))
 

@@ -366,4 +366,4 @@ def test_blend_head_preset_has_no_reconstruction_stage(tmp_path):
     trainer = Trainer(DSTFuse(get_config("stream")), sampler, TrainConfig(epochs=2, recon_epochs=0, fusion_epochs=1, cst_epochs=1),
                       tmp_path, device="cpu", progress=False)
     terms = trainer.train_step(0, *trainer._to_device(next(sampler.batches(0))))
-    assert set(terms) == {"cst", "fusion"}
+    assert set(terms) == {"cst", "fusion", "logit_penalty"}

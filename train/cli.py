@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cst-epochs", type=int, default=d.cst_epochs)
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate of every module (default 1e-4)")
     p.add_argument("--mapping-lr", type=float, default=d.mapping_lr, help="Adam learning rate of the mapping module (default: --lr)")
+    p.add_argument("--grad-clip", type=float, default=None, metavar="NORM", help="clip each module's gradient norm (default off)")
     p.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"],
                    help=f"per-module learning-rate schedule (default {d.lr_schedule})")
     p.add_argument("--recipe", default=d.recipe, choices=sorted(RECIPES),
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
         recon_epochs = 0 if model_config.fusion_head == "blend" else TrainConfig.recon_epochs
     config = TrainConfig(
         epochs=args.epochs, recon_epochs=recon_epochs, fusion_epochs=args.fusion_epochs, cst_epochs=args.cst_epochs,
-        lr=args.lr, mapping_lr=args.mapping_lr, lr_schedule=args.lr_schedule, recipe=args.recipe,
+        lr=args.lr, mapping_lr=args.mapping_lr, lr_schedule=args.lr_schedule, grad_clip=args.grad_clip, recipe=args.recipe,
         perceptual_weight=args.perceptual_weight, restoration_weight=args.restoration_weight, batch_size=args.batch_size,
         crop_size=args.crop, crops_per_image=args.crops_per_image, degradation=degradation, max_side=args.max_side or None,
         channels_last=args.channels_last, seed=args.seed, num_threads=args.threads, max_minutes=args.max_minutes,

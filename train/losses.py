@@ -60,6 +60,7 @@ __all__ = [
     "fusion_loss",
     "FusionLoss",
     "mapping_loss",
+    "logit_penalty",
     "MappingLoss",
 ]
 
@@ -310,6 +311,15 @@ class FusionLoss(nn.Module):
             intensity_weight=self.intensity_weight,
             ssim_weight=self.ssim_weight,
         )
+
+
+def logit_penalty(logits: torch.Tensor, bound: float = 4.0) -> torch.Tensor:
+    """``mean(relu(|m| - bound)^2)``: zero while the blend logits stay within ``[-bound, bound]``.
+
+    Keeps the blend head's sigmoid weights out of saturation (at ``|m| = 4`` they are 0.018 / 0.982),
+    where their gradient would vanish and a pixel's choice could never change again.
+    """
+    return F.relu(logits.abs() - bound).square().mean()
 
 
 def mapping_loss(

@@ -49,7 +49,7 @@ from dstfuse_stream.config import DSTFuseConfig
 from dstfuse_stream.errors import CheckpointError, ConfigError
 from dstfuse_stream.model import DSTFuse
 from .data import CropSampler, Degradation
-from .losses import CSTLoss, fusion_loss, mapping_loss, reconstruction_loss
+from .losses import CSTLoss, fusion_loss, logit_penalty, mapping_loss, reconstruction_loss
 
 __all__ = ["TrainConfig", "MODULES", "RECIPES", "module_span", "scheduled_lr", "phase_modules", "TrainState", "Trainer", "plot_losses"]
 
@@ -84,6 +84,7 @@ class TrainConfig:
     degradation: Degradation = Degradation()
     max_side: int | None = 640
     channels_last: bool = False
+    grad_clip: float | None = None
     seed: int = 0
     num_threads: int = 2
     max_minutes: float | None = None
@@ -105,6 +106,8 @@ class TrainConfig:
             raise ConfigError(f"mapping_lr: expected > 0 or None (= lr), got {self.mapping_lr}")
         if self.recipe not in RECIPES:
             raise ConfigError(f"recipe: expected one of {list(RECIPES)}, got {self.recipe!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(f"grad_clip: expected > 0 or None, got {self.grad_clip}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"lr_schedule: expected 'constant' or 'cosine', got {self.lr_schedule!r}")
         if isinstance(self.degradation, dict):
@@ -329,7 +332,12 @@ class Trainer:
                 model.fusion.reconstruct(sharp), sharp
             )
         elif phases["fusion"] == "fusion":
-            losses["fusion"] = fusion_loss(model.fusion.fuse(ir, vis), ir, target)
+            if model.fusion.head == "blend":
+                maps = model.fusion.maps(ir, vis)
+                losses["fusion"] = fusion_loss(model.fusion.blend(ir, vis, maps), ir, target)
+                losses["logit_penalty"] = logit_penalty(maps)
+            else:
+                losses["fusion"] = fusion_loss(model.fusion.fuse(ir, vis), ir, target)
         if phases["mapping"]:
             with torch.no_grad():
                 deblurred = model.cst(ir, vis).stage2
@@ -346,6 +354,8 @@ class Trainer:
         total.backward()  # type: ignore[union-attr]
         steps = self.sampler.steps_per_epoch()
         for name in active:
+            if self.config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(getattr(model, name).parameters(), self.config.grad_clip)
             for group in self.optimizers[name].param_groups:
                 group["lr"] = scheduled_lr(self.config, name, epoch, self.state.step_in_epoch, steps)
             self.optimizers[name].step()
