@@ -135,10 +135,10 @@ class GaussianBlur(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.kernel.to(x.dtype)
         r = k.numel() // 2
-        c = x.shape[1]
-        x = F.pad(x, (r, r, r, r), mode="replicate")
-        x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+        b, c, h, w = x.shape
+        x = F.pad(x.reshape(b * c, 1, h, w), (r, r, r, r), mode="replicate")  # static 1-channel weights (ONNX)
+        x = F.conv2d(F.conv2d(x, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
+        return x.reshape(b, c, h, w)
 
 
 def _add_residual(delta: torch.Tensor, base: torch.Tensor, rule: str) -> torch.Tensor:
