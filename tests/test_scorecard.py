@@ -54,7 +54,7 @@ def test_scorecard_identity_cst_and_blur_aware_attention(data_root, tmp_path):
     on_disk = json.loads((tmp_path / "sc" / "scorecard.json").read_text())
     assert on_disk["criteria"] == 17 and on_disk["sha256"] is None
     md = (tmp_path / "sc" / "scorecard.md").read_text()
-    assert md.startswith("## Scorecard: FAIL") and "| criterion | CST deblur gain, vifb L15 (dB) | 0.000 | > 0 | FAIL |" in md
+    assert md.startswith("## Scorecard: FAIL") and "| criterion | CST deblur gain, vifb L15 (dB) | 0 | > 0 | FAIL |" in md
     assert len(list((tmp_path / "sc" / "fusion").glob("halo_vifb_*.png"))) == 3
     assert len(list((tmp_path / "sc" / "attention").glob("attention_*.png"))) == 3
     # deterministic: a second run gives the same rows

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from dstfuse_stream.colour import float_to_uint8
+from dstfuse_stream.imageio import resize_max_side
 from dstfuse_stream.metrics import METRICS
 
 __all__ = ["strongest_edge_centres", "halo_crop_panel", "attention_heatmap_panel", "label_tiles", "fusion_plot"]
@@ -82,13 +83,14 @@ def _heat(att: np.ndarray) -> np.ndarray:
     return cv2.applyColorMap(float_to_uint8(np.clip(att, 0.0, 1.0)), cv2.COLORMAP_INFERNO)
 
 
-def attention_heatmap_panel(tiles: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> np.ndarray:
-    """For each ``(label, visible input, attention)``: the input and its attention (inferno, fixed 0..1)."""
-    images, labels = [], []
-    for label, vis, att in tiles:
-        images += [_bgr(vis), _heat(att)]
-        labels += [f"{label}: input", f"{label}: attention mean {float(att.mean()):.3g}"]
-    return label_tiles(images, labels)
+def attention_heatmap_panel(tiles: Sequence[tuple[str, np.ndarray, np.ndarray]], *, max_side: int = 400) -> np.ndarray:
+    """Top row: each ``(label, visible input, attention)``'s input; bottom row: its attention (inferno,
+    fixed scale 0..1, black = 0). Tiles shrunk so the longest side is at most ``max_side``."""
+    inputs = [resize_max_side(_bgr(vis), max_side) for _, vis, _ in tiles]
+    heats = [resize_max_side(_heat(att), max_side) for _, _, att in tiles]
+    top = label_tiles(inputs, [f"{label}: input" for label, _, _ in tiles])
+    bottom = label_tiles(heats, [f"attention, scale 0-1, mean {float(att.mean()):.3g}" for _, _, att in tiles])
+    return np.vstack([top, np.full((4, top.shape[1], 3), 64, np.uint8), bottom])
 
 
 def fusion_plot(path: Path, title: str, table: Mapping[str, Mapping[str, float]], metrics: Sequence[str]) -> None:

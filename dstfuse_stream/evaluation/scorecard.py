@@ -251,7 +251,7 @@ def scorecard_markdown(result: dict, rows: list[Row], vifb_report: str) -> str:
     """The criteria table (PASS/FAIL), then the vifb fusion report."""
     verdict = "PASS" if result["all_pass"] else "FAIL"
     mark = {True: "PASS", False: "FAIL", None: "-"}
-    table = [[r.kind, r.name, fmt(float(r.value), 3), r.threshold, mark[r.passed], r.detail] for r in rows]
+    table = [[r.kind, r.name, f"{float(r.value):.4g}", r.threshold, mark[r.passed], r.detail] for r in rows]
     timings = ", ".join(f"{k} {v:g} s" for k, v in result["timings_s"].items())
     return (f"## Scorecard: {verdict} ({result['passed']}/{result['criteria']} criteria), weights: `{result['weights']}`"
             + (f" (sha256 {result['sha256'][:12]}...)" if result["sha256"] else "") + "\n\n"
