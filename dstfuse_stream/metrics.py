@@ -92,6 +92,7 @@ __all__ = [
     "flat_hf_energy_ratio",
     "strong_edge_band",
     "halo_overshoot",
+    "halo_overshoot_map",
     "TemporalStability",
 ]
 
@@ -547,6 +548,16 @@ def strong_edge_band(ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
     return _edge_band_255(a, b)
 
 
+def halo_overshoot_map(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(overshoot, band)``: the per-pixel overshoot of :func:`halo_overshoot` (0-255, float64) and
+    the :func:`strong_edge_band` mask it is averaged over."""
+    a, b, f = (_to_255(x) for x in _check_triple(ir, vis, fused))
+    k = np.ones((2 * HALO_RADIUS + 1,) * 2, np.uint8)
+    hi = np.maximum(cv2.dilate(a, k, borderType=cv2.BORDER_REPLICATE), cv2.dilate(b, k, borderType=cv2.BORDER_REPLICATE))
+    lo = np.minimum(cv2.erode(a, k, borderType=cv2.BORDER_REPLICATE), cv2.erode(b, k, borderType=cv2.BORDER_REPLICATE))
+    return np.maximum(f - hi, 0.0) + np.maximum(lo - f, 0.0), _edge_band_255(a, b)
+
+
 def halo_overshoot(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> float:
     """Halo score: mean overshoot of ``fused`` beyond both sources' local range near strong edges.
 
@@ -557,15 +568,8 @@ def halo_overshoot(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> float:
     (ringing of a sharpening or pyramid method) scores > 0. A global brightness or contrast gain
     also counts where it leaves the sources' range. ``nan`` when neither source has an edge.
     """
-    a, b, f = (_to_255(x) for x in _check_triple(ir, vis, fused))
-    band = _edge_band_255(a, b)
-    if not band.any():
-        return float("nan")
-    k = np.ones((2 * HALO_RADIUS + 1,) * 2, np.uint8)
-    hi = np.maximum(cv2.dilate(a, k, borderType=cv2.BORDER_REPLICATE), cv2.dilate(b, k, borderType=cv2.BORDER_REPLICATE))
-    lo = np.minimum(cv2.erode(a, k, borderType=cv2.BORDER_REPLICATE), cv2.erode(b, k, borderType=cv2.BORDER_REPLICATE))
-    over = np.maximum(f - hi, 0.0) + np.maximum(lo - f, 0.0)
-    return float(np.mean(over[band]))
+    over, band = halo_overshoot_map(ir, vis, fused)
+    return float(np.mean(over[band])) if band.any() else float("nan")
 
 
 # --------------------------------------------------------------------------------------------

@@ -221,3 +221,19 @@ def test_seafusion_carshadow_is_scored_at_its_reference_size(shared_data, tmp_pa
     row = [r for r in read_csv(tmp_path / "out" / "metrics.csv") if r["method"] == "seafusion"][0]
     assert (row["width"], row["height"]) == ("640", "230")
     assert math.isfinite(float(row["Qabf"])) and 0.3 < float(row["Qabf"]) < 0.9
+
+
+def test_halo_crops_centre_on_the_overshoot_then_on_strong_edges():
+    from dstfuse_stream.evaluation.figures import halo_crop_centres, halo_crop_panel
+
+    ir = np.full((120, 160), 60, np.uint8)
+    ir[:, 80:] = 180  # one vertical edge at x = 80
+    vis = ir.copy()
+    fused = ir.astype(np.int16)
+    fused[90:100, 80] += 50  # a bright rim on the edge, rows 90-99 only
+    fused = fused.astype(np.uint8)
+    (y, x), *_ = halo_crop_centres(ir, vis, fused, 2, crop=24)
+    assert 88 <= y <= 101 and abs(x - 80) <= 4
+    assert len(halo_crop_centres(ir, vis, ir, 2, crop=24)) == 2  # no overshoot: strongest edges instead
+    panel = halo_crop_panel(ir, vis, {"ringing": fused, "plain": ir}, count=2, crop=24)
+    assert panel.shape[1] == 4 * 48 + 3 * 2 and panel.ndim == 3  # IR, visible, 2 methods; 2x enlarged

@@ -15,9 +15,9 @@ import numpy as np
 
 from dstfuse_stream.colour import float_to_uint8
 from dstfuse_stream.imageio import resize_max_side
-from dstfuse_stream.metrics import METRICS
+from dstfuse_stream.metrics import METRICS, halo_overshoot_map
 
-__all__ = ["strongest_edge_centres", "halo_crop_panel", "attention_heatmap_panel", "label_tiles", "fusion_plot"]
+__all__ = ["halo_crop_centres", "halo_crop_panel", "attention_heatmap_panel", "label_tiles", "fusion_plot"]
 
 _LABEL_H = 18
 
@@ -38,17 +38,12 @@ def label_tiles(tiles: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndarra
     return np.hstack(out[:-1])
 
 
-def strongest_edge_centres(ir: np.ndarray, vis: np.ndarray, count: int, *, min_distance: int) -> list[tuple[int, int]]:
-    """``(y, x)`` of up to ``count`` strongest-edge points, at least ``min_distance`` px apart (Chebyshev).
-
-    Edge strength is ``max(|Sobel ir|, |Sobel vis|)`` smoothed by a 5x5 box; points are taken greedily
-    from the strongest, away from the border by ``min_distance // 2``.
-    """
-    mags = [np.hypot(cv2.Sobel(x, cv2.CV_32F, 1, 0), cv2.Sobel(x, cv2.CV_32F, 0, 1)) for x in (ir, vis)]
-    strength = cv2.blur(np.maximum(*mags), (5, 5))
+def _peak_centres(strength: np.ndarray, count: int, min_distance: int) -> list[tuple[int, int]]:
+    """``(y, x)`` of up to ``count`` positive maxima of ``strength``, greedily, at least ``min_distance``
+    px apart (Chebyshev) and ``min_distance // 2`` px from the border."""
     h, w = strength.shape
     m = min_distance // 2
-    inner = np.full_like(strength, -1.0)
+    inner = np.full(strength.shape, -1.0)
     inner[m : h - m, m : w - m] = strength[m : h - m, m : w - m]
     centres: list[tuple[int, int]] = []
     for idx in np.argsort(inner, axis=None)[::-1]:
@@ -60,22 +55,39 @@ def strongest_edge_centres(ir: np.ndarray, vis: np.ndarray, count: int, *, min_d
     return centres
 
 
+def halo_crop_centres(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray | None, count: int, *, crop: int) -> list[tuple[int, int]]:
+    """Where to look for halos: the largest overshoot of ``fused`` in the strong-edge band
+    (:func:`~dstfuse_stream.metrics.halo_overshoot_map`, 9x9 box mean), then the strongest source edges."""
+    centres: list[tuple[int, int]] = []
+    if fused is not None and fused.shape == ir.shape:
+        over, band = halo_overshoot_map(ir, vis, fused)
+        centres = _peak_centres(cv2.blur(over * band, (9, 9)), count, crop)
+    if len(centres) < count:
+        mags = [np.hypot(cv2.Sobel(x, cv2.CV_32F, 1, 0), cv2.Sobel(x, cv2.CV_32F, 0, 1)) for x in (ir, vis)]
+        edges = cv2.blur(np.maximum(*mags), (5, 5))
+        for c in _peak_centres(edges, count, crop):
+            if len(centres) < count and all(max(abs(c[0] - y), abs(c[1] - x)) >= crop for y, x in centres):
+                centres.append(c)
+    return centres
+
+
 def halo_crop_panel(
     ir: np.ndarray, vis: np.ndarray, fused: Mapping[str, np.ndarray], *, count: int = 3, crop: int = 48, scale: int = 2
 ) -> np.ndarray:
-    """Rows of ``crop`` px squares around the strongest edges, ``scale``x nearest-neighbour enlarged:
-    IR | visible | each fused image (resized to the sources' size first when it differs)."""
+    """Rows of ``crop`` px squares, ``scale``x nearest-neighbour enlarged: IR | visible | each fused
+    image (resized to the sources' size first when it differs). Crops are centred on the largest
+    overshoot of the *first* fused image (:func:`halo_crop_centres`)."""
     h, w = ir.shape
     crop = min(crop, h, w)
     names = ["IR", "visible", *fused]
     images = [ir, vis] + [f if f.shape == ir.shape else cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in fused.values()]
     rows = []
-    for cy, cx in strongest_edge_centres(ir, vis, count, min_distance=crop):
+    for cy, cx in halo_crop_centres(ir, vis, images[2] if fused else None, count, crop=crop):
         y0, x0 = min(max(cy - crop // 2, 0), h - crop), min(max(cx - crop // 2, 0), w - crop)
         tiles = [cv2.resize(img[y0 : y0 + crop, x0 : x0 + crop], None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST) for img in images]
         rows.append(label_tiles(tiles, [f"{n} @({x0},{y0})" if i == 0 else n for i, n in enumerate(names)]))
     if not rows:
-        return label_tiles([ir, vis, *images[2:]], names)
+        return label_tiles(images, names)
     return np.vstack([np.vstack([r, np.full((4, r.shape[1], 3), 64, np.uint8)]) for r in rows])
 
 

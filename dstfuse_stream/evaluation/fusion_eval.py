@@ -74,7 +74,9 @@ def run_fusion_eval(
 
     Returns ``{dataset: summary}``, ``summary`` as :func:`summarize_fusion` plus ``"notes"`` (lines
     under the table: resized folder images, missing ones). ``halo_crops=N`` writes
-    ``halo_<dataset>_<stem>.png`` for N evenly spaced pairs.
+    ``halo_<dataset>_<stem>.png`` (2x crops, :func:`~.figures.halo_crop_panel`) for the N pairs where the
+    first method (the network when compared) has the highest halo score; it keeps the fused images in
+    memory until the dataset is done.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,7 +87,7 @@ def run_fusion_eval(
     try:
         for dataset, root in zip(dataset_names(dirs), dirs):
             pairs = select_evenly(list_pairs(root), limit)
-            crop_names = {p[0].name for p in select_evenly(pairs, halo_crops)} if halo_crops else set()
+            kept: list[tuple[float, str, np.ndarray, np.ndarray, dict]] = []  # for the halo crops
             logger.info("%s: %d pairs x %d methods", dataset, len(pairs), len(method_list))
             per_method: dict[str, list[dict[str, float]]] = {m.name: [] for m in method_list}
             notes: dict[str, list[str]] = defaultdict(list)
@@ -112,9 +114,12 @@ def run_fusion_eval(
                         target = out / "fused" / dataset / method.name
                         target.mkdir(parents=True, exist_ok=True)
                         cv2.imwrite(str(target / f"{ir_path.stem}.png"), got.result.fused)
-                if ir_path.name in crop_names:
-                    panel = halo_crop_panel(ir, vis, fused_images)
-                    cv2.imwrite(str(out / f"halo_{dataset}_{ir_path.stem}.png"), panel)
+                if halo_crops and fused_images:
+                    first = next(iter(fused_images))
+                    halo = per_method[first][-1]["halo"] if per_method[first] else float("nan")
+                    kept.append((-halo if halo == halo else 0.0, ir_path.stem, ir, vis, fused_images))
+            for _, stem, ir, vis, fused_images in sorted(kept, key=lambda k: (k[0], k[1]))[:halo_crops]:
+                cv2.imwrite(str(out / f"halo_{dataset}_{stem}.png"), halo_crop_panel(ir, vis, fused_images))
             summary = summarize_fusion(per_method, len(pairs), best_of)
             summary["notes"] = _notes(method_list, notes, summary, dataset)
             results[dataset] = summary
