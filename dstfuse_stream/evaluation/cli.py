@@ -38,12 +38,12 @@ COMMANDS = ("fusion", "blur", "temporal", "attention", "scorecard")
 _LEGACY = {"--deblur": "blur", "--temporal": "temporal"}
 
 
-def _model_options(p: argparse.ArgumentParser) -> None:
+def _model_options(p: argparse.ArgumentParser, *, out: str = "outputs/eval") -> None:
     p.add_argument("--weights", default=None, metavar="PATH", help="DSTFuse checkpoint (default: shipped weights)")
     p.add_argument("--device", default="cpu", help="torch device for DSTFuse (cpu, cuda, auto)")
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="torch threads for DSTFuse (default 1: fastest on a busy 2-core machine)")
-    p.add_argument("--out", default="outputs/eval", metavar="DIR", help="output folder")
+    p.add_argument("--out", default=out, metavar="DIR", help=f"output folder (default {out})")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
 
 
@@ -60,8 +60,12 @@ def _data_options(p: argparse.ArgumentParser, *, pairs_required: bool = True, me
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dstfuse-eval", description=__doc__.split("\n\n")[0].strip("`: "),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="dstfuse-eval",
+        description="Evaluate IR/visible fusion: metrics and best-of-8 counts, blur robustness, temporal "
+        "stability, mapping attention, and a PASS/FAIL scorecard. Without a sub-command: fusion.",
+        epilog="Details: docs/evaluation.md",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
     f = sub.add_parser("fusion", help="metrics per dataset and method, best-of-8 counts, grain and halo")
     _data_options(f)
@@ -92,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(a)
     s = sub.add_parser("scorecard", help="every issue-14 criterion on the validation data, PASS/FAIL")
     s.add_argument("--data", default="../shared/data", metavar="DIR", help="data root (vifb/, sequences/, reference/)")
-    _model_options(s)
+    _model_options(s, out="outputs/scorecard")
     return p
 
 
