@@ -46,6 +46,12 @@ Qabf    Xydeas & Petrovic 2000 with 3x3 Sobel gradients (replicated border), ``T
 
 Undefined values (a correlation with a constant image, VIF of a constant source, Qabf when
 both sources are constant) are ``nan``.
+
+Two artefact measures (not in :data:`METRICS`; see their docstrings for the exact definitions):
+:func:`flat_hf_energy_ratio` (grain: high-frequency energy of ``F`` in regions flat in both sources,
+relative to the visible's; 1 = as much as the visible) and :func:`halo_overshoot` (mean overshoot of
+``F`` beyond both sources' local max/min in a band around the strongest edges, 0-255 levels).
+:func:`pearson` is the one Pearson correlation of the package.
 """
 
 from __future__ import annotations
@@ -81,6 +87,12 @@ __all__ = [
     "psnr",
     "ssim",
     "vifp",
+    "pearson",
+    "flat_region_mask",
+    "flat_hf_energy_ratio",
+    "strong_edge_band",
+    "halo_overshoot",
+    "halo_overshoot_map",
     "TemporalStability",
 ]
 
@@ -185,12 +197,6 @@ def _mi_levels(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum(joint[nz] * np.log2(joint[nz] / outer[nz])) + 0.0)
 
 
-def _corr(x: np.ndarray, y: np.ndarray) -> float:
-    xc, yc = x - x.mean(), y - y.mean()
-    den = math.sqrt(float(np.sum(xc * xc)) * float(np.sum(yc * yc)))
-    if den == 0.0:
-        return float("nan")
-    return float(np.sum(xc * yc) / den)
 
 
 def _ssim_255(x: np.ndarray, y: np.ndarray, data_range: float) -> float:
@@ -300,6 +306,18 @@ def _psnr_from_mse(mse: float, peak: float = 1.0) -> float:
 # --------------------------------------------------------------------------------------------
 # public metric functions
 # --------------------------------------------------------------------------------------------
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation of two same-size arrays (any scale; float64); ``nan`` if either is constant."""
+    xc = np.asarray(x, np.float64) - np.mean(x, dtype=np.float64)
+    yc = np.asarray(y, np.float64) - np.mean(y, dtype=np.float64)
+    if xc.shape != yc.shape:
+        raise InputShapeError(f"pearson: expected two arrays of one shape, got {xc.shape} and {yc.shape}")
+    den = math.sqrt(float(np.sum(xc * xc)) * float(np.sum(yc * yc)))
+    if den == 0.0:
+        return float("nan")
+    return float(np.sum(xc * yc) / den)
+
+
 def entropy(fused: np.ndarray) -> float:
     """EN: Shannon entropy (bits) of the 256-bin histogram of 8-bit levels of ``fused``."""
     return _entropy_levels(_to_levels(_check_2d(fused, "fused")))
@@ -355,13 +373,13 @@ def fusion_vif(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> float:
 def correlation_coefficient(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> float:
     """CC = (corr(F, A) + corr(F, B)) / 2, Pearson correlations (mean, not sum)."""
     a, b, f = (_to_255(x) for x in _check_triple(ir, vis, fused))
-    return 0.5 * (_corr(f, a) + _corr(f, b))
+    return 0.5 * (pearson(f, a) + pearson(f, b))
 
 
 def scd(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> float:
     """SCD = corr(F - B, A) + corr(F - A, B) (sum of the correlations of differences)."""
     a, b, f = (_to_255(x) for x in _check_triple(ir, vis, fused))
-    return _corr(f - b, a) + _corr(f - a, b)
+    return pearson(f - b, a) + pearson(f - a, b)
 
 
 def fusion_ssim(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> float:
@@ -445,6 +463,113 @@ def compute_all(
     if unknown:
         raise InputShapeError(f"metrics {unknown}: unknown; expected names from {list(METRIC_NAMES)}")
     return {n: METRICS[n](ir, vis, fused) for n in selected}
+
+
+# --------------------------------------------------------------------------------------------
+# artefacts: grain in flat regions, halos at strong edges
+# --------------------------------------------------------------------------------------------
+#: window (px) of the box mean that smooths gradient magnitudes before the flat-region threshold
+FLAT_WINDOW = 7
+#: a pixel is flat when both sources' smoothed gradient is at or below this percentile of their own
+FLAT_PERCENTILE = 25.0
+#: sigma (px) of the gaussian whose residual ``x - blur(x)`` is the high-frequency (HF) part
+HF_SIGMA = 1.0
+#: strong edges: the top ``100 - HALO_EDGE_PERCENTILE`` % of ``max(|grad ir|, |grad vis|)``
+HALO_EDGE_PERCENTILE = 98.0
+#: half-width (px) of the band around strong edges and of the sources' local max/min window
+HALO_RADIUS = 3
+_HF_FLOOR = 1e-12  # level^2: below it the visible counts as having no HF energy (float rounding of a constant)
+
+
+def _sobel_magnitude(x: np.ndarray) -> np.ndarray:
+    """``sqrt(gx^2 + gy^2)`` of the 3x3 Sobel derivatives (replicated border), as in Qabf."""
+    gx = cv2.Sobel(x, cv2.CV_64F, 1, 0, ksize=3, borderType=cv2.BORDER_REPLICATE)
+    gy = cv2.Sobel(x, cv2.CV_64F, 0, 1, ksize=3, borderType=cv2.BORDER_REPLICATE)
+    return np.sqrt(gx * gx + gy * gy)
+
+
+def _flat_mask_255(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    k = (FLAT_WINDOW, FLAT_WINDOW)
+    g_a = cv2.blur(_sobel_magnitude(a), k, borderType=cv2.BORDER_REFLECT_101)
+    g_b = cv2.blur(_sobel_magnitude(b), k, borderType=cv2.BORDER_REFLECT_101)
+    return (g_a <= np.percentile(g_a, FLAT_PERCENTILE)) & (g_b <= np.percentile(g_b, FLAT_PERCENTILE))
+
+
+def _high_pass(x: np.ndarray) -> np.ndarray:
+    r = int(math.ceil(3 * HF_SIGMA))
+    return x - cv2.GaussianBlur(x, (2 * r + 1, 2 * r + 1), HF_SIGMA, borderType=cv2.BORDER_REFLECT_101)
+
+
+def flat_region_mask(ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    """Boolean ``(H, W)`` mask of regions that are flat in *both* sources.
+
+    The Sobel gradient magnitude of each source (0-255, replicated border) is smoothed with a
+    :data:`FLAT_WINDOW` x :data:`FLAT_WINDOW` box mean; a pixel is flat when both smoothed
+    magnitudes are at or below their own :data:`FLAT_PERCENTILE`-th percentile (``numpy.percentile``).
+    """
+    a, b = (_to_255(x) for x in _check_same(ir, vis))
+    return _flat_mask_255(a, b)
+
+
+def flat_hf_energy_ratio(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> float:
+    """Grain amplification: high-frequency energy of ``fused`` in flat regions / the visible's.
+
+    ``HF(x) = x - G(x)``, ``G`` a gaussian blur with sigma :data:`HF_SIGMA` (7x7, reflected border),
+    on 0-255. Over the mask ``M`` of :func:`flat_region_mask` (flat in IR *and* visible)::
+
+        ratio = mean_M(HF(F)^2) / mean_M(HF(V)^2)
+
+    1.0 exactly when ``fused`` is the visible image; > 1 when the fusion adds fine texture (noise,
+    grain) where neither source has structure; < 1 when it smooths. ``nan`` when the visible image has
+    no HF energy on the mask (below 1e-12 level^2, e.g. it is constant there). Pass the *sharp* visible image as ``vis``.
+    """
+    a, b, f = (_to_255(x) for x in _check_triple(ir, vis, fused))
+    mask = _flat_mask_255(a, b)
+    den = float(np.mean(_high_pass(b)[mask] ** 2))
+    if den <= _HF_FLOOR:
+        return float("nan")
+    return float(np.mean(_high_pass(f)[mask] ** 2)) / den
+
+
+def _edge_band_255(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    edges = np.maximum(_sobel_magnitude(a), _sobel_magnitude(b))
+    strong = (edges >= np.percentile(edges, HALO_EDGE_PERCENTILE)) & (edges > 0)
+    k = np.ones((2 * HALO_RADIUS + 1,) * 2, np.uint8)
+    return cv2.dilate(strong.astype(np.uint8), k, borderType=cv2.BORDER_REPLICATE).astype(bool)
+
+
+def strong_edge_band(ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    """Boolean ``(H, W)`` band of half-width :data:`HALO_RADIUS` px around the strongest edges.
+
+    Strong edges are the pixels whose ``max(|Sobel ir|, |Sobel vis|)`` (0-255) is at or above its
+    :data:`HALO_EDGE_PERCENTILE`-th percentile and non-zero; the band is their square dilation.
+    """
+    a, b = (_to_255(x) for x in _check_same(ir, vis))
+    return _edge_band_255(a, b)
+
+
+def halo_overshoot_map(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(overshoot, band)``: the per-pixel overshoot of :func:`halo_overshoot` (0-255, float64) and
+    the :func:`strong_edge_band` mask it is averaged over."""
+    a, b, f = (_to_255(x) for x in _check_triple(ir, vis, fused))
+    k = np.ones((2 * HALO_RADIUS + 1,) * 2, np.uint8)
+    hi = np.maximum(cv2.dilate(a, k, borderType=cv2.BORDER_REPLICATE), cv2.dilate(b, k, borderType=cv2.BORDER_REPLICATE))
+    lo = np.minimum(cv2.erode(a, k, borderType=cv2.BORDER_REPLICATE), cv2.erode(b, k, borderType=cv2.BORDER_REPLICATE))
+    return np.maximum(f - hi, 0.0) + np.maximum(lo - f, 0.0), _edge_band_255(a, b)
+
+
+def halo_overshoot(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> float:
+    """Halo score: mean overshoot of ``fused`` beyond both sources' local range near strong edges.
+
+    With ``hi`` / ``lo`` the max / min of *both* sources over the ``(2r+1)^2`` window around each
+    pixel (``r`` = :data:`HALO_RADIUS`), the overshoot is ``max(0, F - hi) + max(0, lo - F)`` in
+    0-255 levels; the score is its mean over :func:`strong_edge_band`. Any per-pixel convex blend of
+    the sources (average, max, ``F`` = a source) scores exactly 0; a bright or dark rim along an edge
+    (ringing of a sharpening or pyramid method) scores > 0. A global brightness or contrast gain
+    also counts where it leaves the sources' range. ``nan`` when neither source has an edge.
+    """
+    over, band = halo_overshoot_map(ir, vis, fused)
+    return float(np.mean(over[band])) if band.any() else float("nan")
 
 
 # --------------------------------------------------------------------------------------------

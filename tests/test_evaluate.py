@@ -1,194 +1,239 @@
-"""dstfuse-eval: helpers, the three modes on tiny hand-made folders, CLI errors."""
+"""dstfuse-eval: data helpers, methods and folder layouts, tables and best-counts, fusion mode, CLI."""
 
 from __future__ import annotations
 
-import csv
+import json
 import math
+import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
+from eval_helpers import read_csv, read_gray, textured, write_pairs
 
-from dstfuse_stream import evaluate as E
 from dstfuse_stream.checkpoint import save_checkpoint
-from dstfuse_stream.imageio import resize_max_side
-from dstfuse_stream.metrics import METRIC_NAMES, compute_all, psnr, ssim
+from dstfuse_stream.errors import ConfigError, StreamMismatchError
+from dstfuse_stream.evaluation import cli
+from dstfuse_stream.evaluation.data import select_evenly, select_stride
+from dstfuse_stream.evaluation.fusion_eval import run_fusion_eval
+from dstfuse_stream.evaluation.methods import BLUR, SHARP, FolderMethod, MethodSpec, PairKey, align_sizes, parse_fused_dirs
+from dstfuse_stream.evaluation.tables import best_counts, fmt, write_json
+from dstfuse_stream.metrics import METRIC_NAMES, compute_all, flat_hf_energy_ratio, halo_overshoot
 
 
-def _write_pairs(root, n, *, shape=(48, 64), seed=0, blur=False):
-    rng = np.random.default_rng(seed)
-    for sub in ("ir", "vi") + (("vi_blur",) if blur else ()):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        ir = rng.integers(0, 256, shape, dtype=np.uint8)
-        vis = cv2.GaussianBlur(rng.integers(0, 256, shape, dtype=np.uint8), (3, 3), 0)
-        cv2.imwrite(str(root / "ir" / f"{i:04d}.png"), ir)
-        cv2.imwrite(str(root / "vi" / f"{i:04d}.png"), vis)
-        if blur:
-            cv2.imwrite(str(root / "vi_blur" / f"{i:04d}.png"), cv2.blur(vis, (5, 1)))
-    return root
+# ---------------------------------------------------------------- data and tables
+def test_select_evenly_and_stride():
+    assert select_evenly(range(10), 4) == [0, 3, 6, 9]
+    assert select_evenly(range(10), None) == list(range(10))
+    assert select_evenly(range(3), 5) == [0, 1, 2]
+    assert select_evenly(range(10), 1) == [0]
+    assert select_stride(range(10), stride=3) == [0, 3, 6, 9]
+    assert select_stride(range(10), stride=2, limit=3) == [0, 2, 4]
+    with pytest.raises(ConfigError):
+        select_stride(range(3), stride=0)
 
 
-def _read_csv(path):
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+def test_best_counts_ties_direction_and_eligibility():
+    table = {
+        "a": {"SF": 10.0004, "MSE": 0.02, "CC": 0.5},
+        "b": {"SF": 10.0001, "MSE": 0.01, "CC": float("nan")},  # SF ties a after rounding to 3 decimals
+        "c": {"SF": 99.0, "MSE": 0.001, "CC": 0.9},  # best everywhere but not eligible (partial)
+    }
+    won = best_counts(table, ("SF", "MSE", "CC"), eligible=["a", "b"])
+    assert won == {"a": ["SF", "CC"], "b": ["SF", "MSE"], "c": []}
+    assert best_counts(table, ("SF", "MSE", "CC"))["c"] == ["SF", "MSE", "CC"]
 
 
-# ---------------------------------------------------------------- helpers
-def test_select_evenly_and_resize_max_side():
-    assert E.select_evenly(range(10), 4) == [0, 3, 6, 9]
-    assert E.select_evenly(range(10), None) == list(range(10))
-    assert E.select_evenly(range(3), 5) == [0, 1, 2]
-    assert E.select_evenly(range(10), 1) == [0]
-    img = np.zeros((50, 100), dtype=np.float32)
-    assert resize_max_side(img, 40).shape == (20, 40)
-    assert resize_max_side(img, 200) is img  # never enlarges
+def test_write_json_is_strict_and_fmt_spells_non_finite(tmp_path):
+    write_json(tmp_path / "x.json", {"a": float("nan"), "b": [float("inf"), np.float32(0.5)], "c": np.int64(3)})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [None, 0.5], "c": 3}
+    assert (fmt(float("nan")), fmt(float("-inf")), fmt(0.12345), fmt(3)) == ("nan", "-inf", "0.123", "3")
 
 
-def test_motion_kernels_are_exact_lines():
-    k0 = E.MotionKernel(9, 0).array()
-    assert k0.sum() == pytest.approx(1.0)
-    np.testing.assert_allclose(k0[4], np.full(9, 1 / 9))
-    assert np.count_nonzero(k0) == 9
-    k90 = E.MotionKernel(9, 90).array()
-    np.testing.assert_allclose(k90[:, 4], np.full(9, 1 / 9))
-    k45 = E.MotionKernel(5, 45).array()  # the up-right diagonal, nothing off it
-    assert np.count_nonzero(k45) == np.count_nonzero(np.fliplr(k45).diagonal()) == 5
-    assert k45.sum() == pytest.approx(1.0)
-    k30 = E.MotionKernel(7, 30).array()  # every tap within half a pixel of the 30-degree line
-    ys, xs = np.nonzero(k30)
-    assert np.all(np.abs((3 - ys) - (xs - 3) * np.tan(np.radians(30))) <= 0.5 + 1e-6 + 0.5 * np.tan(np.radians(30)))
-    assert k30[3, 3] > 0 and k30[5, 0] > 0 and k30[1, 6] > 0
-    assert len(E.motion_kernels()) == 9
-    const = np.full((20, 20), 0.4, dtype=np.float32)
-    np.testing.assert_allclose(E.motion_blur(const, E.MotionKernel(15, 45)), 102 / 255, atol=1e-7)
+# ---------------------------------------------------------------- methods
+def test_folder_layouts_first_existing_wins(tmp_path):
+    for sub in ("vifb", "clip/sharp", "clip/blur", "clip/L15_a0"):
+        (tmp_path / sub).mkdir(parents=True)
+    m = FolderMethod("x", tmp_path)
+    assert m.folder_for("vifb", SHARP) == tmp_path / "vifb"
+    assert m.folder_for("clip", SHARP) == tmp_path / "clip" / "sharp"
+    assert m.folder_for("clip", BLUR) == tmp_path / "clip" / "blur"
+    assert m.folder_for("clip", "L15_a0") == tmp_path / "clip" / "L15_a0"
+    assert m.folder_for("other", SHARP) == tmp_path  # a flat folder of fused images
+    assert m.folder_for("vifb", BLUR) is None  # no blur outputs: never the sharp ones
+    assert m.folder_for("vifb", "L9_a0") is None
+    cv2.imwrite(str(tmp_path / "vifb" / "a.JPG"), np.full((8, 8), 9, np.uint8))
+    res = m.fuse(None, None, PairKey("vifb", "a.png"))  # matched by stem, any suffix case
+    assert res.fused.shape == (8, 8) and res.fused[0, 0] == 9
+    assert m.fuse(None, None, PairKey("vifb", "b.png")) is None and m.missing == [PairKey("vifb", "b.png")]
+
+
+def test_align_sizes_shrinks_the_larger_side_and_rejects_other_aspects():
+    src = textured((276, 768), 1)
+    ref = np.zeros((230, 640), np.uint8)  # SeAFusion's carShadow
+    f, (s,), note = align_sizes(ref, src)
+    assert f is ref and s.shape == (230, 640) and note == "sources 768x276 -> 640x230"
+    np.testing.assert_array_equal(s, cv2.resize(src, (640, 230), interpolation=cv2.INTER_AREA))
+    f, (s,), note = align_sizes(src, ref)
+    assert f.shape == (230, 640) and s is ref and note == "fused 768x276 -> 640x230"
+    f, (s,), note = align_sizes(ref, ref)
+    assert note is None
+    with pytest.raises(StreamMismatchError, match="aspect"):
+        align_sizes(np.zeros((240, 640), np.uint8), src)
+
+
+def test_parse_fused_dirs(tmp_path):
+    assert parse_fused_dirs([f"mine={tmp_path}"]) == {"mine": tmp_path}
+    for bad in ("mine", f"gff={tmp_path}", "x=/no/such/dir"):
+        with pytest.raises(Exception, match="--fused-dir"):
+            parse_fused_dirs([bad])
 
 
 # ---------------------------------------------------------------- fusion mode
-def test_fusion_eval_writes_csv_tables_plot_and_exact_values(tmp_path):
-    data = _write_pairs(tmp_path / "toy", 3)
+def test_fusion_eval_exact_values_best_counts_and_artefacts(tmp_path):
+    data = write_pairs(tmp_path / "toy", 3)
     out = tmp_path / "out"
-    rc = E.main(["--pairs", str(data), "--methods", "average", "max", "--out", str(out), "--save-fused"])
-    assert rc == 0
-    rows = _read_csv(out / "metrics.csv")
-    assert [(r["pair"], r["method"]) for r in rows] == [
-        (f"{i:04d}.png", m) for i in range(3) for m in ("average", "max")
-    ]
-    # recompute pair 0001 / max by hand from the files
-    ir = cv2.imread(str(data / "ir" / "0001.png"), cv2.IMREAD_GRAYSCALE)
-    vis = cv2.imread(str(data / "vi" / "0001.png"), cv2.IMREAD_GRAYSCALE)
+    assert cli.main(["fusion", "--pairs", str(data), "--methods", "average", "max", "--out", str(out),
+                     "--save-fused", "--halo-crops", "1"]) == 0
+    rows = read_csv(out / "metrics.csv")
+    assert [(r["pair"], r["method"]) for r in rows] == [(f"{i:04d}.png", m) for i in range(3) for m in ("average", "max")]
+    ir, vis = read_gray(data / "ir" / "0001.png"), read_gray(data / "vi" / "0001.png")
     want = compute_all(ir, vis, np.maximum(ir, vis))
-    got = rows[3]
     for name in METRIC_NAMES:
-        assert float(got[name]) == pytest.approx(want[name], rel=1e-9), name
-    table = (out / "toy.md").read_text()
-    assert "| average | 3 |" in table and "| max | 3 |" in table and "mean over 3 pairs" in table
+        assert float(rows[3][name]) == want[name], name
+    assert float(rows[3]["halo"]) == 0.0  # max never leaves the sources' range
+    assert float(rows[3]["flat_hf_ratio"]) == flat_hf_energy_ratio(ir, vis, np.maximum(ir, vis))
+    assert rows[3]["attention_mean"] == "nan"
+    report = (out / "toy.md").read_text()
+    assert "| average | 3 |" in report and "#### Best of 8 (VIF, Qabf, MI, SF, AG, CC, EN, SSIM)" in report
+    # best-count column = number of the eight metrics where the method's mean is the larger
+    means = {m: {k: np.mean([float(r[k]) for r in rows if r["method"] == m]) for k in METRIC_NAMES} for m in ("average", "max")}
+    wins = {m: sum(means[m][k] > means[o][k] for k in ("VIF", "Qabf", "MI", "SF", "AG", "CC", "EN", "SSIM"))
+            for m, o in (("average", "max"), ("max", "average"))}
+    assert wins["average"] + wins["max"] == 8
+    best_table = report.split("#### Best of 8")[1]
+    for m in ("average", "max"):
+        line = next(x for x in best_table.splitlines() if x.startswith(f"| {m} |"))
+        assert line.split(" | ")[10] == str(wins[m])
     assert (out / "toy.png").stat().st_size > 1000
+    assert (out / "halo_toy_0000.png").is_file()
     assert (out / "fused" / "toy" / "max" / "0001.png").is_file()
-    assert (out / "eval_config.json").is_file()
-
-    # the saved fused images read back through --fused-dir give the same metrics
+    # the saved fused images, read back as a (flat) folder method, score exactly the same
     out2 = tmp_path / "out2"
-    rc = E.main(
-        ["--pairs", str(data), "--methods", "max", "--fused-dir", f"saved={out / 'fused' / 'toy' / 'max'}",
-         "--out", str(out2), "--no-plot"]
-    )
-    assert rc == 0
-    rows2 = _read_csv(out2 / "metrics.csv")
-    by = {(r["pair"], r["method"]): r for r in rows2}
+    assert cli.main(["fusion", "--pairs", str(data), "--methods", "max", "--fused-dir",
+                     f"saved={out / 'fused' / 'toy' / 'max'}", "--out", str(out2), "--no-plot"]) == 0
+    by = {(r["pair"], r["method"]): r for r in read_csv(out2 / "metrics.csv")}
     for i in range(3):
-        for name in METRIC_NAMES:
+        for name in (*METRIC_NAMES, "flat_hf_ratio", "halo"):
             assert by[(f"{i:04d}.png", "saved")][name] == by[(f"{i:04d}.png", "max")][name]
 
 
+def test_fusion_eval_folder_method_nested_layout_and_resized_reference(tmp_path):
+    data = write_pairs(tmp_path / "toy", 3, shape=(96, 128))
+    ref = tmp_path / "ref" / "toy"
+    ref.mkdir(parents=True)
+    ir0, vis0 = read_gray(data / "ir" / "0000.png"), read_gray(data / "vi" / "0000.png")
+    half = cv2.resize(np.maximum(ir0, vis0), (64, 48), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(ref / "0000.jpg"), half)  # a reference at half size, as a lossy JPEG: matched by stem
+    cv2.imwrite(str(ref / "0002.png"), np.maximum(read_gray(data / "ir" / "0002.png"), read_gray(data / "vi" / "0002.png")))
+    spec = MethodSpec(["average"], {"ref": tmp_path / "ref"})
+    res = run_fusion_eval([data], tmp_path / "out", spec=spec, plot=False)
+    table = res["toy"]["table"]
+    assert table["ref"]["n"] == 2 and table["average"]["n"] == 3
+    assert res["toy"]["eligible"] == ["average"]  # partial methods are not ranked
+    rows = {(r["pair"], r["method"]): r for r in read_csv(tmp_path / "out" / "metrics.csv")}
+    assert rows[("0000.png", "ref")]["note"] == "sources 128x96 -> 64x48"
+    small = [cv2.resize(x, (64, 48), interpolation=cv2.INTER_AREA) for x in (ir0, vis0)]
+    fused = read_gray(ref / "0000.jpg")
+    assert float(rows[("0000.png", "ref")]["SSIM"]) == compute_all(*small, fused)["SSIM"]
+    assert float(rows[("0000.png", "ref")]["halo"]) == halo_overshoot(*small, fused)
+    report = (tmp_path / "out" / "toy.md").read_text()
+    assert "0000 (sources 128x96 -> 64x48)" in report and "no fused image for 1 pair(s) (0001.png); not counted" in report
+    assert "n/a (partial)" in report
+
+
 def test_fusion_eval_limit_max_size_and_dstfuse_checkpoint(tmp_path, lite_model):
-    data = _write_pairs(tmp_path / "toy", 5, shape=(90, 120))
+    data = write_pairs(tmp_path / "toy", 5, shape=(90, 120))
     ckpt = save_checkpoint(tmp_path / "rand.pt", lite_model, epoch=0)
-    summary = E.run_fusion_eval(
-        [data], tmp_path / "out", methods=["dstfuse", "average"], weights=str(ckpt), limit=2, max_size=64, plot=False
-    )
-    rows = _read_csv(tmp_path / "out" / "metrics.csv")
-    assert sorted({r["pair"] for r in rows}) == ["0000.png", "0004.png"]  # evenly spaced: first and last
+    spec = MethodSpec(["dstfuse", "average"], weights=str(ckpt))
+    res = run_fusion_eval([data], tmp_path / "out", spec=spec, limit=2, max_size=64, plot=False)
+    rows = read_csv(tmp_path / "out" / "metrics.csv")
+    assert sorted({r["pair"] for r in rows}) == ["0000.png", "0004.png"]
     assert {(r["height"], r["width"]) for r in rows} == {("48", "64")}
-    assert summary["toy"]["dstfuse"]["n"] == 2
-    assert 0.0 < summary["toy"]["dstfuse"]["SSIM"] <= 2.0
+    dst = res["toy"]["table"]["dstfuse"]
+    assert dst["n"] == 2 and 0.0 < dst["attention_mean"] < 1.0 and 0.0 < dst["SSIM"] <= 2.0
 
 
-def test_fusion_eval_skips_missing_fused_images(tmp_path):
-    data = _write_pairs(tmp_path / "toy", 3)
-    other = tmp_path / "other"
-    other.mkdir()
-    cv2.imwrite(str(other / "0000.jpg"), np.zeros((48, 64), np.uint8))  # matched by stem
-    summary = E.run_fusion_eval([data], tmp_path / "out", methods=["average"], fused_dirs={"other": other}, plot=False)
-    assert summary["toy"]["other"]["n"] == 1
-    assert summary["toy"]["average"]["n"] == 3
-    assert summary["toy"]["other"]["SD"] == 0.0
+# ---------------------------------------------------------------- CLI
+def test_old_flag_forms_still_select_the_mode():
+    assert cli._normalise_argv(["--pairs", "d"]) == ["fusion", "--pairs", "d"]
+    assert cli._normalise_argv(["--deblur", "--pairs", "d"]) == ["blur", "--pairs", "d"]
+    assert cli._normalise_argv(["--pairs", "d", "--temporal"]) == ["temporal", "--pairs", "d"]
+    assert cli._normalise_argv(["scorecard", "--out", "o"]) == ["scorecard", "--out", "o"]
 
 
-# ---------------------------------------------------------------- deblur mode
-def test_deblur_eval_rows_and_values(tmp_path, lite_model):
-    data = _write_pairs(tmp_path / "seq", 2, blur=True)
-    kernels = [E.MotionKernel(3, 0), E.MotionKernel(5, 90)]
-    summary = E.run_deblur_eval([data], tmp_path / "out", model=lite_model, kernels=kernels)
-    rows = _read_csv(tmp_path / "out" / "deblur.csv")
-    assert [(r["pair"], r["input"]) for r in rows] == [
-        (f"{i:04d}.png", x) for i in range(2) for x in ("L3/0deg", "L5/90deg", "real vi_blur")
-    ]
-    sharp = cv2.imread(str(data / "vi" / "0001.png"), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
-    blurred = E.motion_blur(sharp, kernels[1])
-    assert float(rows[4]["psnr_blurred"]) == pytest.approx(psnr(blurred, sharp), rel=1e-9)
-    assert float(rows[4]["ssim_blurred"]) == pytest.approx(ssim(blurred, sharp), rel=1e-9)
-    ir = cv2.imread(str(data / "ir" / "0001.png"), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
-    _, stage2 = E._run_cst(lite_model, ir, blurred[None])
-    assert float(rows[4]["psnr_cst"]) == pytest.approx(psnr(stage2[0], sharp), rel=1e-6)
-    assert float(rows[4]["corr_cst_ir"]) == pytest.approx(np.corrcoef(stage2[0].ravel(), ir.ravel())[0, 1], abs=1e-6)
-    real = cv2.imread(str(data / "vi_blur" / "0001.png"), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
-    assert float(rows[5]["psnr_blurred"]) == pytest.approx(psnr(real, sharp), rel=1e-9)
-    assert list(summary["seq"]) == ["L3", "L5", "synthetic", "real vi_blur"]
-    assert summary["seq"]["synthetic"]["n"] == 4 and summary["seq"]["real vi_blur"]["n"] == 2
-    report = (tmp_path / "out" / "deblur.md").read_text()
-    assert "real vi_blur: CST stage2 vs blurred input" in report
-
-
-# ---------------------------------------------------------------- temporal mode
-def test_temporal_eval_ratio_is_one_for_linear_baselines_on_a_brightening_sequence(tmp_path):
-    rng = np.random.default_rng(0)
-    base_ir = 2 * rng.integers(0, 50, (16, 16))
-    base_vis = 2 * rng.integers(0, 50, (16, 16))
-    for sub in ("ir", "vi"):
-        (tmp_path / "seq" / sub).mkdir(parents=True)
-    for t in range(5):
-        cv2.imwrite(str(tmp_path / "seq" / "ir" / f"{t:04d}.png"), (base_ir + 10 * t).astype(np.uint8))
-        cv2.imwrite(str(tmp_path / "seq" / "vi" / f"{t:04d}.png"), (base_vis + 20 * t).astype(np.uint8))
-    summary = E.run_temporal_eval([tmp_path / "seq"], tmp_path / "out", methods=["average"], limit=4)
-    r = summary["seq"]["average"]
-    assert r["frames"] == 4 and r["steps"] == 3
-    assert r["source_mad"] == pytest.approx(15.0)  # (10 + 20) / 2 levels per frame
-    assert r["fused_mad"] == pytest.approx(15.0)
-    assert r["ratio"] == pytest.approx(1.0)
-    assert "| average | 4 |" in (tmp_path / "out" / "temporal.md").read_text()
-
-
-# ---------------------------------------------------------------- CLI errors
 def test_cli_errors_exit_2_with_one_line(tmp_path, capsys):
-    data = _write_pairs(tmp_path / "toy", 1)
+    data = write_pairs(tmp_path / "toy", 1)
+    out = ["--out", str(tmp_path / "out")]
     cases = [
-        ["--pairs", str(tmp_path / "missing"), "--methods", "average"],
-        ["--pairs", str(data), "--methods", "dstfuse", "--weights", str(tmp_path / "none.pt")],
-        ["--pairs", str(data), "--methods", "average", "--fused-dir", "nodir"],
-        ["--pairs", str(data), "--methods", "average", "--limit", "0"],
+        ["fusion", "--pairs", str(tmp_path / "missing"), "--methods", "average", "--no-plot"],
+        ["fusion", "--pairs", str(data), "--methods", "dstfuse", "--weights", str(tmp_path / "none.pt")],
+        ["fusion", "--pairs", str(data), "--methods", "average", "--fused-dir", "nodir"],
+        ["fusion", "--pairs", str(data), "--methods", "average", "--limit", "0"],
+        ["blur", "--pairs", str(data), "--methods", "average", "--threads", "0"],
+        ["blur", "--pairs", str(data), "--methods", "average", "--kernel-lengths", "4"],
+        ["temporal", "--methods", "average"],
+        ["fusion", "--pairs", str(data), "--methods", "average", "--best-of", "FOO"],
+        ["scorecard", "--data", str(tmp_path / "nodata")],
     ]
     for argv in cases:
-        assert E.main([*argv, "--out", str(tmp_path / "out"), "--no-plot"]) == 2
+        assert cli.main([*argv, *out]) == 2, argv
         err = capsys.readouterr().err.strip()
-        assert err.startswith("dstfuse-eval: error:") and "\n" not in err
+        assert err.startswith("dstfuse-eval: error:") and "\n" not in err, argv
 
 
-def test_fusion_eval_on_real_pairs(shared_data, tmp_path):
-    summary = E.run_fusion_eval(
-        [shared_data / "tno"], tmp_path, methods=["average", "laplacian"], limit=2, max_size=96, plot=False
+def test_numpy_only_modules_do_not_import_torch():
+    """metrics, baselines and the evaluation package import torch only when the network runs."""
+    code = (
+        "import sys, types, pathlib, importlib.util\n"
+        "spec = importlib.util.find_spec('dstfuse_stream')\n"
+        "pkg = types.ModuleType('dstfuse_stream'); pkg.__path__ = list(spec.submodule_search_locations)\n"
+        "sys.modules['dstfuse_stream'] = pkg  # skip the package __init__ (not this module's concern)\n"
+        "import dstfuse_stream.metrics, dstfuse_stream.baselines, dstfuse_stream.evaluation.cli\n"
+        "print('torch' in sys.modules)\n"
     )
-    assert summary["tno"]["average"]["n"] == 2
-    lap, avg = summary["tno"]["laplacian"], summary["tno"]["average"]
-    assert lap["SF"] > avg["SF"] and lap["AG"] > avg["AG"]  # pyramid fusion keeps more detail
-    assert math.isfinite(avg["PSNR"])
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, check=True)
+    assert res.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------- real data (skipped without ../shared/data)
+def test_seafusion_carshadow_is_scored_at_its_reference_size(shared_data, tmp_path):
+    pairs = tmp_path / "vifb"
+    for sub in ("ir", "vi"):
+        (pairs / sub).mkdir(parents=True)
+        os.symlink(shared_data / "vifb" / sub / "carShadow.jpg", pairs / sub / "carShadow.jpg")
+    ref = shared_data / "reference" / "seafusion"
+    res = run_fusion_eval([pairs], tmp_path / "out", spec=MethodSpec(["average"], {"seafusion": ref}), plot=False)
+    assert res["vifb"]["table"]["seafusion"]["n"] == 1
+    assert res["vifb"]["notes"][0].startswith("seafusion: scored at its own size") and "768x276 -> 640x230" in res["vifb"]["notes"][0]
+    row = [r for r in read_csv(tmp_path / "out" / "metrics.csv") if r["method"] == "seafusion"][0]
+    assert (row["width"], row["height"]) == ("640", "230")
+    assert math.isfinite(float(row["Qabf"])) and 0.3 < float(row["Qabf"]) < 0.9
+
+
+def test_halo_crops_centre_on_the_overshoot_then_on_strong_edges():
+    from dstfuse_stream.evaluation.figures import halo_crop_centres, halo_crop_panel
+
+    ir = np.full((120, 160), 60, np.uint8)
+    ir[:, 80:] = 180  # one vertical edge at x = 80
+    vis = ir.copy()
+    fused = ir.astype(np.int16)
+    fused[90:100, 80] += 50  # a bright rim on the edge, rows 90-99 only
+    fused = fused.astype(np.uint8)
+    (y, x), *_ = halo_crop_centres(ir, vis, fused, 2, crop=24)
+    assert 88 <= y <= 101 and abs(x - 80) <= 4
+    assert len(halo_crop_centres(ir, vis, ir, 2, crop=24)) == 2  # no overshoot: strongest edges instead
+    panel = halo_crop_panel(ir, vis, {"ringing": fused, "plain": ir}, count=2, crop=24)
+    assert panel.shape[1] == 4 * 48 + 3 * 2 and panel.ndim == 3  # IR, visible, 2 methods; 2x enlarged

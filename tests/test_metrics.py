@@ -328,3 +328,82 @@ def test_temporal_stability_hand_values():
     assert r["fused_mad"] == pytest.approx(0.15)
     assert r["source_mad"] == pytest.approx(0.075)
     assert r["ratio"] == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------- pearson, grain, halo
+def test_pearson_matches_corrcoef_and_is_nan_for_a_constant():
+    a, b = _rand_u8((20, 30), 60).astype(np.float64), _rand_u8((20, 30), 61).astype(np.float64)
+    assert M.pearson(a, b) == pytest.approx(np.corrcoef(a.ravel(), b.ravel())[0, 1], abs=1e-12)
+    assert M.pearson(a, 3 * a + 7) == pytest.approx(1.0, abs=1e-12)
+    assert math.isnan(M.pearson(a, np.full_like(a, 5.0)))
+    with pytest.raises(InputShapeError, match="one shape"):
+        M.pearson(a, b[:, :10])
+
+
+def _textured_pair(seed=70, shape=(64, 64)):
+    """IR: a bright square on flat grey; visible: texture on its left half, flat grey + faint noise right."""
+    rng = np.random.default_rng(seed)
+    ir = np.full(shape, 90, np.uint8)
+    ir[20:40, 20:40] = 220
+    vis = np.full(shape, 120.0)
+    vis[:, : shape[1] // 2] += rng.normal(0, 30, (shape[0], shape[1] // 2))
+    vis += rng.normal(0, 2, shape)
+    return ir, np.clip(np.rint(vis), 0, 255).astype(np.uint8)
+
+
+def test_flat_region_mask_is_flat_in_both_sources():
+    ir, vis = _textured_pair()
+    mask = M.flat_region_mask(ir, vis)
+    assert mask.shape == ir.shape and mask.dtype == bool
+    assert 0 < mask.mean() <= 0.25 + 1e-9  # at most the visible's own 25 %
+    assert not mask[:, :26].any()  # the textured half (and the 7 px window around it) is never flat
+    assert not mask[17:43, 17:43].any()  # nor the IR square's edges
+    const = np.full((16, 16), 7, np.uint8)
+    assert M.flat_region_mask(const, const).all()  # percentile 0, every gradient 0
+
+
+def test_flat_hf_ratio_is_one_for_the_visible_above_one_with_noise_below_with_smoothing():
+    ir, vis = _textured_pair()
+    assert M.flat_hf_energy_ratio(ir, vis, vis) == 1.0
+    noisy = np.clip(vis + np.random.default_rng(71).normal(0, 6, vis.shape), 0, 255).astype(np.uint8)
+    assert M.flat_hf_energy_ratio(ir, vis, noisy) > 4.0  # 6 levels of noise over ~2 levels of grain
+    smooth = cv2.GaussianBlur(vis, (7, 7), 2.0)
+    assert M.flat_hf_energy_ratio(ir, vis, smooth) < 0.5
+    # the sources decide the mask, the fused image only the numerator: IR as fused sees no visible grain
+    assert M.flat_hf_energy_ratio(ir, vis, ir) < 0.05
+    f = vis.astype(np.float32) / np.float32(255.0)
+    assert M.flat_hf_energy_ratio(ir, vis, f) == pytest.approx(1.0, rel=1e-6)  # float input, same scale
+    const = np.full((16, 16), 7, np.uint8)
+    assert math.isnan(M.flat_hf_energy_ratio(const, const, _rand_u8((16, 16), 72)))
+
+
+def _step(lo=50, hi=200, shape=(24, 32), col=16):
+    img = np.full(shape, lo, np.uint8)
+    img[:, col:] = hi
+    return img
+
+
+def test_strong_edge_band_around_a_step():
+    step = _step()
+    band = M.strong_edge_band(step, step)
+    # Sobel responds on columns 15 and 16; the band adds HALO_RADIUS = 3 columns each side
+    assert np.array_equal(np.flatnonzero(band.all(axis=0)), np.arange(12, 20))
+    assert band.sum() == 24 * 8
+
+
+def test_halo_overshoot_hand_values():
+    step = _step()
+    flat = np.full_like(step, 120)
+    # any per-pixel blend of the sources stays inside their local range: exactly 0
+    avg = ((step.astype(np.uint16) + flat) // 2).astype(np.uint8)
+    assert M.halo_overshoot(step, flat, avg) == 0.0
+    assert M.halo_overshoot(step, flat, np.maximum(step, flat)) == 0.0
+    assert M.halo_overshoot(step, flat, step) == 0.0
+    # a bright rim (+40 over 200) right of the edge and a dark rim (30 under 50) left of it, one column
+    # each, inside a band of 8 columns: (40 + 30) / 8
+    ringing = step.astype(np.int16)
+    ringing[:, 16] += 40
+    ringing[:, 15] -= 30
+    assert M.halo_overshoot(step, step, ringing.astype(np.uint8)) == pytest.approx(70 / 8, abs=1e-12)
+    const = np.full((16, 16), 9, np.uint8)
+    assert math.isnan(M.halo_overshoot(const, const, const))
