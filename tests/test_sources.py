@@ -155,16 +155,16 @@ def test_truncated_files(tmp_path):
         open_source(tmp_path / "cut.mp4")
     mkv = write_video(tmp_path / "v.mkv", [ir_frame(i) for i in range(30)])
     data = mkv.read_bytes()
-    (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])
-    try:
-        got = [f.index for f in open_source(tmp_path / "cut.mkv").frames()]
-    except SourceError:
-        got = None  # a clear error is fine too
-    assert got is None or 0 < len(got) < 30
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])  # Matroska: the first half still decodes
+    got = list(open_source(tmp_path / "cut.mkv").frames())
+    assert 0 < len(got) < 30
+    assert [f.index for f in got] == [decode_index(f.image, half="left") for f in got] == list(range(len(got)))
+    (tmp_path / "head.mkv").write_bytes(data[:200])  # cut inside the header
+    with pytest.raises(SourceError, match="cannot open"):
+        open_source(tmp_path / "head.mkv")
 
 
-def test_missing_camera_and_unreachable_url_fail_fast():
-    t0 = time.monotonic()
+def test_missing_camera_and_unreachable_url_are_source_errors():
     with pytest.raises(SourceError, match="camera 57"):
         open_source("cam57")
     with pytest.raises(SourceError, match="device not found"):
@@ -173,7 +173,6 @@ def test_missing_camera_and_unreachable_url_fail_fast():
         open_source("rtsp://127.0.0.1:9/stream", timeout_s=2)
     with pytest.raises(SourceError, match="cannot open"):
         StreamSource("http://127.0.0.1:9/video.mp4", open_timeout_s=2, read_timeout_s=2)
-    assert time.monotonic() - t0 < 10
 
 
 def test_image_list_needs_images():

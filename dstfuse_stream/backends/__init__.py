@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 BACKEND_NAMES = ("auto", "torch", "onnx", "tensorrt")
 
 #: What ``auto`` uses on CPU, decided by measurement (docs/export.md, ``dstfuse-export
-#: compare-cpu --preset lite --size 256x320``): ONNX Runtime CPU ran the lite model faster than torch
+#: compare-cpu --preset lite --size 320x256``): ONNX Runtime CPU ran the lite model faster than torch
 #: CPU in every interleaved run on the 2-core development machine. The one-off export (a few seconds)
 #: is cached per checkpoint SHA-256.
 CPU_AUTO = "onnx"
@@ -86,7 +86,7 @@ def auto_candidates(
     if not candidates:
         p = precision or default_precision("cpu", backend="torch")
         if CPU_AUTO == "onnx":
-            candidates.append(Candidate("onnx", "cpu", p, "CPU: ONNX Runtime measured faster than torch (lite, 256x320)"))
+            candidates.append(Candidate("onnx", "cpu", p, "CPU: ONNX Runtime measured faster than torch (lite, 320x256)"))
         candidates.append(Candidate("torch", "cpu", p, "CPU: torch" + (" (fallback)" if candidates else "")))
     return candidates
 
