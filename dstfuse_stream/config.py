@@ -1,14 +1,21 @@
 """Model configuration: a frozen dataclass that fully determines the DSTFuse architecture.
 
-Two presets ship:
+Three presets ship:
 
 * ``paper``: the published widths (32/64/128 channels, 3 residual blocks of 5x5 convs per
-  EBlock/DBlock/OutBlock), as in the authors' code.
-* ``lite``: a variant designed here for CPU streaming (8/16/32 channels, 1 residual block per
-  stage, 3x3 convs). Same topology, same losses, same schedule.
+  EBlock/DBlock/OutBlock), full-resolution modules and the authors' output rules, as in their code.
+* ``lite``: the first CPU variant (8/16/32 channels, 1 residual block, 3x3 convs); same rules as
+  ``paper``. Kept so its checkpoints still load.
+* ``stream``: the default, designed for live CPU/GPU fusion and for deblurring (see
+  ``docs/training.md``): every module starts with a pixel-unshuffle (space-to-depth by 2), so its
+  convs run at 1/2, 1/4 and 1/8 resolution (4x the receptive field per MAC of ``lite``); the CST module
+  also sees the IR image itself and adds a linear residual; the fusion module outputs per-pixel band
+  weights (``fusion_head="blend"``) instead of a free image; the mapping attention sees the visible
+  image and both module outputs, so it can find where the visible input is blurred.
 
-The resolved config is stored inside every checkpoint (``asdict``) and rebuilt with
-:meth:`DSTFuseConfig.from_dict`, so a checkpoint always knows its own architecture.
+The resolved config is stored inside every checkpoint (``to_dict``) and rebuilt with
+:meth:`DSTFuseConfig.from_dict`, so a checkpoint always knows its own architecture. Fields added after
+the first release have defaults equal to the first release's behaviour, so old checkpoints load.
 """
 
 from __future__ import annotations
@@ -18,7 +25,11 @@ from typing import Any
 
 from dstfuse_stream.errors import ConfigError
 
-__all__ = ["DSTFuseConfig", "PRESETS", "get_config"]
+__all__ = ["DSTFuseConfig", "PRESETS", "DEFAULT_PRESET", "get_config"]
+
+_RESIDUALS = ("logit", "linear")
+_FUSION_HEADS = ("residual", "blend")
+_ATTENTION_INPUTS = ("ir", "ir+vis+outputs")
 
 
 @dataclass(frozen=True)
@@ -26,11 +37,24 @@ class DSTFuseConfig:
     """Architecture of the three DSTFuse modules (CST, fusion, mapping).
 
     Attributes:
-        name: preset name, informational (``"paper"``, ``"lite"`` or a custom label).
-        widths: channels of the three encoder levels (full, 1/2 and 1/4 resolution).
+        name: preset name, informational (``"paper"``, ``"lite"``, ``"stream"`` or a custom label).
+        widths: channels of the three encoder levels.
         num_res_blocks: residual blocks inside every EBlock, DBlock and OutBlock.
         kernel_size: spatial size of every conv in the encoder/decoder (odd).
-        attention_width: channels of the small conv net that computes the IR attention map A(I).
+        attention_width: channels of the small conv nets that compute attention maps.
+        pixel_unshuffle: space-to-depth factor in front of every module (1 = full resolution, as in
+            the paper; 2 = the first encoder level runs at half resolution and outputs are
+            pixel-shuffled back).
+        residual: how the CST module (and the fusion module's ``residual`` head) add their output
+            to their input image: ``"logit"`` = ``sigmoid(d + logit(x))`` (first release) or
+            ``"linear"`` = ``x + d`` (no vanishing gradient in dark regions).
+        cst_ir_input: the CST stage 1 also sees the IR image (not only its Sobel magnitude).
+        fusion_head: ``"residual"`` = an image residual on the visible input (paper);
+            ``"blend"`` = per-pixel weights of the two sources' base and detail bands plus a detail
+            gain (the output is built from the sources' own pixels).
+        blend_sigma: Gaussian sigma (pixels) that splits base and detail bands for ``"blend"``.
+        attention_inputs: what the mapping attention ``A`` sees: ``"ir"`` (paper, ``A(I)``) or
+            ``"ir+vis+outputs"`` (IR, visible, CST output and fusion output).
     """
 
     name: str = "paper"
@@ -38,6 +62,12 @@ class DSTFuseConfig:
     num_res_blocks: int = 3
     kernel_size: int = 5
     attention_width: int = 16
+    pixel_unshuffle: int = 1
+    residual: str = "logit"
+    cst_ir_input: bool = False
+    fusion_head: str = "residual"
+    blend_sigma: float = 2.0
+    attention_inputs: str = "ir"
 
     def __post_init__(self) -> None:
         widths = tuple(int(w) for w in self.widths)
@@ -50,6 +80,18 @@ class DSTFuseConfig:
             raise ConfigError(f"kernel_size: expected a positive odd int, got {self.kernel_size}")
         if self.attention_width < 1:
             raise ConfigError(f"attention_width: expected >= 1, got {self.attention_width}")
+        if self.pixel_unshuffle not in (1, 2, 4):
+            raise ConfigError(f"pixel_unshuffle: expected 1, 2 or 4, got {self.pixel_unshuffle}")
+        for field, allowed in (("residual", _RESIDUALS), ("fusion_head", _FUSION_HEADS), ("attention_inputs", _ATTENTION_INPUTS)):
+            if getattr(self, field) not in allowed:
+                raise ConfigError(f"{field}: expected one of {list(allowed)}, got {getattr(self, field)!r}")
+        if not self.blend_sigma > 0:
+            raise ConfigError(f"blend_sigma: expected > 0, got {self.blend_sigma}")
+
+    @property
+    def size_multiple(self) -> int:
+        """Inputs are padded to a multiple of this: the unshuffle factor times two stride-2 levels."""
+        return 4 * self.pixel_unshuffle
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-python dict (lists, not tuples) that survives ``torch.load(weights_only=True)``."""
@@ -72,14 +114,18 @@ class DSTFuseConfig:
 
 PRESETS: dict[str, DSTFuseConfig] = {
     "paper": DSTFuseConfig(name="paper"),
-    "lite": DSTFuseConfig(
-        name="lite", widths=(8, 16, 32), num_res_blocks=1, kernel_size=3, attention_width=8
+    "lite": DSTFuseConfig(name="lite", widths=(8, 16, 32), num_res_blocks=1, kernel_size=3, attention_width=8),
+    "stream": DSTFuseConfig(
+        name="stream", widths=(16, 32, 64), num_res_blocks=1, kernel_size=3, attention_width=16,
+        pixel_unshuffle=2, residual="linear", cst_ir_input=True, fusion_head="blend", attention_inputs="ir+vis+outputs",
     ),
 }
+#: The preset of the shipped default weights.
+DEFAULT_PRESET = "stream"
 
 
 def get_config(name: str) -> DSTFuseConfig:
-    """Return the preset called ``name`` (``"paper"`` or ``"lite"``)."""
+    """Return the preset called ``name`` (one of :data:`PRESETS`)."""
     try:
         return PRESETS[name]
     except KeyError:

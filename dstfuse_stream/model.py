@@ -37,14 +37,15 @@ Deviations from the authors' partial code (NaNagi2020/DSTFuse), each for a state
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dstfuse_stream.config import DSTFuseConfig
-from dstfuse_stream.errors import InputShapeError
+from dstfuse_stream.errors import ConfigError, InputShapeError
 
 __all__ = [
     "SIZE_MULTIPLE",
@@ -52,7 +53,9 @@ __all__ = [
     "check_image_pair",
     "sobel_magnitude",
     "SobelMagnitude",
-    "IRAttention",
+    "GaussianBlur",
+    "AttentionMap",
+    "stem",
     "CSTOutput",
     "CSTModule",
     "FusionModule",
@@ -61,7 +64,7 @@ __all__ = [
     "DSTFuse",
 ]
 
-#: Inputs are padded to a multiple of this (two stride-2 levels).
+#: Default padding multiple (two stride-2 levels); a model pads to ``config.size_multiple``.
 SIZE_MULTIPLE = 4
 _LOGIT_EPS = 1e-3
 
@@ -115,9 +118,42 @@ class SobelMagnitude(nn.Module):
         return sobel_magnitude(x, self.kernels.to(x.dtype))
 
 
-def _residual_output(delta: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-    """``sigmoid(delta + logit(base))``: identity for ``delta == 0``, always in (0, 1)."""
+def _gaussian_kernel_1d(sigma: float) -> torch.Tensor:
+    radius = max(1, math.ceil(3.0 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+class GaussianBlur(nn.Module):
+    """Separable Gaussian blur of ``(B, C, H, W)`` images, edge-replicated borders; kernel is a buffer."""
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        self.register_buffer("kernel", _gaussian_kernel_1d(sigma), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel.to(x.dtype)
+        r = k.numel() // 2
+        c = x.shape[1]
+        x = F.pad(x, (r, r, r, r), mode="replicate")
+        x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def _add_residual(delta: torch.Tensor, base: torch.Tensor, rule: str) -> torch.Tensor:
+    """``"logit"``: ``sigmoid(delta + logit(base))`` (identity at 0, always in (0, 1)); ``"linear"``: ``base + delta``."""
+    if rule == "linear":
+        return base + delta
     return torch.sigmoid(delta + torch.logit(base, eps=_LOGIT_EPS))
+
+
+def _space_to_depth(factor: int) -> nn.Module:
+    return nn.PixelUnshuffle(factor) if factor > 1 else nn.Identity()
+
+
+def _depth_to_space(factor: int) -> nn.Module:
+    return nn.PixelShuffle(factor) if factor > 1 else nn.Identity()
 
 
 class ConvLayer(nn.Sequential):
@@ -163,24 +199,40 @@ class DBlock(nn.Sequential):
 
 
 class OutBlock(nn.Sequential):
-    """Output block: ``num_res`` residual blocks then a conv to one channel (no activation)."""
+    """Output block: ``num_res`` residual blocks then a conv to ``out_ch`` channels (no activation)."""
 
-    def __init__(self, in_ch: int, num_res: int, kernel_size: int):
-        super().__init__(*[ResBlock(in_ch, kernel_size) for _ in range(num_res)], ConvLayer(in_ch, 1, kernel_size, last=True))
+    def __init__(self, in_ch: int, num_res: int, kernel_size: int, out_ch: int = 1):
+        super().__init__(
+            *[ResBlock(in_ch, kernel_size) for _ in range(num_res)], ConvLayer(in_ch, out_ch, kernel_size, last=True)
+        )
+
+
+def stem(in_images: int, config: DSTFuseConfig) -> nn.Sequential:
+    """Input block: space-to-depth by ``pixel_unshuffle`` (if > 1), then an EBlock to ``widths[0]``.
+
+    With ``pixel_unshuffle=1`` it is exactly the EBlock (same parameter names as the first release).
+    """
+    s = config.pixel_unshuffle
+    block = EBlock(in_images * s * s, config.widths[0], 1, config.num_res_blocks, config.kernel_size)
+    return nn.Sequential(nn.PixelUnshuffle(s), *block) if s > 1 else block
 
 
 class _Trunk(nn.Module):
-    """Encoder levels 2-3 and the decoder, shared by the paths of one module."""
+    """Encoder levels 2-3 and the decoder, shared by the paths of one module.
 
-    def __init__(self, config: DSTFuseConfig):
+    The decoder ends in ``out_maps`` full-resolution maps (pixel-shuffled when the stem unshuffled).
+    """
+
+    def __init__(self, config: DSTFuseConfig, out_maps: int = 1):
         super().__init__()
         w1, w2, w3 = config.widths
-        n, k = config.num_res_blocks, config.kernel_size
+        n, k, s = config.num_res_blocks, config.kernel_size, config.pixel_unshuffle
         self.down1 = EBlock(w1, w2, 2, n, k)
         self.down2 = EBlock(w2, w3, 2, n, k)
         self.up1 = DBlock(w3, w2, n, k)
         self.up2 = DBlock(w2, w1, n, k)
-        self.out = OutBlock(w1, n, k)
+        self.out = OutBlock(w1, n, k, out_maps * s * s)
+        self.shuffle = _depth_to_space(s)
 
     def encode(self, e1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         e2 = self.down1(e1)
@@ -190,48 +242,56 @@ class _Trunk(nn.Module):
         """Decoder with skips second-second-last (``skip2``) and first-last (``skip1``)."""
         d2 = self.up1(deep)
         d1 = self.up2(d2 + skip2)
-        return self.out(d1 + skip1)
+        return self.shuffle(self.out(d1 + skip1))
 
 
-class IRAttention(nn.Module):
-    """Attention map ``A(I)`` in (0, 1) from the IR image: conv-ELU-conv-ELU-conv1x1-sigmoid.
+class AttentionMap(nn.Module):
+    """A full-resolution attention map in (0, 1) from ``in_images`` images.
 
-    ``forward(ir, pool=s)`` average-pools the full-resolution map by ``s`` (1 = no pooling).
+    ``[space-to-depth] conv3x3-ELU [conv3x3 (dilated)-ELU per entry of dilations] conv1x1
+    [depth-to-space] sigmoid``; with ``pixel_unshuffle=1`` and ``dilations=(1,)`` this is the
+    authors' conv-ELU-conv-ELU-conv1x1-sigmoid. ``forward(*images, pool=s)`` average-pools the map by
+    ``s`` (1 = no pooling).
     """
 
-    def __init__(self, width: int):
+    def __init__(self, in_images: int, width: int, *, pixel_unshuffle: int = 1, dilations: Sequence[int] = (1,)):
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1, padding_mode="replicate"),
-            nn.ELU(inplace=True),
-            nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"),
-            nn.ELU(inplace=True),
-            nn.Conv2d(width, 1, 1),
-        )
+        s = pixel_unshuffle
+        layers: list[nn.Module] = [nn.Conv2d(in_images * s * s, width, 3, padding=1, padding_mode="replicate"), nn.ELU(inplace=True)]
+        for d in dilations:
+            layers += [nn.Conv2d(width, width, 3, padding=d, dilation=d, padding_mode="replicate"), nn.ELU(inplace=True)]
+        layers.append(nn.Conv2d(width, s * s, 1))
+        self.unshuffle = _space_to_depth(s)
+        self.body = nn.Sequential(*layers)
+        self.shuffle = _depth_to_space(s)
 
-    def forward(self, ir: torch.Tensor, pool: int = 1) -> torch.Tensor:
-        att = torch.sigmoid(self.body(ir))
+    def forward(self, *images: torch.Tensor, pool: int = 1) -> torch.Tensor:
+        x = images[0] if len(images) == 1 else torch.cat(images, dim=1)
+        att = torch.sigmoid(self.shuffle(self.body(self.unshuffle(x))))
         return F.avg_pool2d(att, pool) if pool > 1 else att
 
 
 class CSTOutput(NamedTuple):
-    """The CST module's two stages, both ``(B, 1, H, W)`` in (0, 1)."""
+    """The CST module's two stages, both ``(B, 1, H, W)`` (in (0, 1) for the ``logit`` residual;
+    unclamped for ``linear``)."""
 
     stage1: torch.Tensor
     stage2: torch.Tensor
 
 
 class CSTModule(nn.Module):
-    """Two-stage style-transfer auto-encoder restyling the (blurred) visible image toward IR."""
+    """Two-stage style-transfer auto-encoder restoring the (blurred) visible image, guided by IR."""
 
     def __init__(self, config: DSTFuseConfig):
         super().__init__()
-        w1, w2, _ = config.widths
-        n, k = config.num_res_blocks, config.kernel_size
+        s = config.pixel_unshuffle
+        self.residual = config.residual
+        self.ir_input = config.cst_ir_input
         self.sobel = SobelMagnitude()
-        self.in_edges = EBlock(2, w1, 1, n, k)  # stage 1: [V, D_S]
-        self.in_plain = EBlock(1, w1, 1, n, k)  # stage 2: D1 only
-        self.edge_conv = ConvLayer(1, w2, 3, 2)  # D_S -> decoder at 1/2 resolution
+        self.in_edges = stem(3 if config.cst_ir_input else 2, config)  # stage 1: [V, D_S (, I)]
+        self.in_plain = stem(1, config)  # stage 2: D1 only
+        edge_conv = ConvLayer(s * s, config.widths[1], 3, 2)  # D_S -> decoder at the second level
+        self.edge_conv = nn.Sequential(nn.PixelUnshuffle(s), edge_conv) if s > 1 else edge_conv
         self.trunk = _Trunk(config)
 
     def edge_guidance(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
@@ -240,24 +300,42 @@ class CSTModule(nn.Module):
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> CSTOutput:
         d_s = self.edge_guidance(ir, vis)
-        e1 = self.in_edges(torch.cat([vis, d_s], dim=1))
+        e1 = self.in_edges(torch.cat([vis, d_s, ir] if self.ir_input else [vis, d_s], dim=1))
         e2, e3 = self.trunk.encode(e1)
-        stage1 = _residual_output(self.trunk.decode(e3, e2 + self.edge_conv(d_s), e1), vis)
+        stage1 = _add_residual(self.trunk.decode(e3, e2 + self.edge_conv(d_s), e1), vis, self.residual)
         e1 = self.in_plain(stage1)
         e2, e3 = self.trunk.encode(e1)
-        stage2 = _residual_output(self.trunk.decode(e3, e2, e1), stage1)
+        stage2 = _add_residual(self.trunk.decode(e3, e2, e1), stage1, self.residual)
         return CSTOutput(stage1, stage2)
 
 
 class FusionModule(nn.Module):
-    """Auto-encoder with an attention fusion layer between the shared encoder and the decoder."""
+    """Auto-encoder with an attention fusion layer between the shared encoder and the decoder.
+
+    ``fusion_head="residual"`` (paper): the decoder sees the visible skips and outputs an image
+    residual on ``V``. ``fusion_head="blend"``: the decoder sees the skips of both sources and outputs
+    three maps, ``w_base``, ``w_detail`` (IR share of each band, sigmoid) and ``gain`` (detail gain in
+    (0, 2)); with ``X_b = G(X)`` (Gaussian, ``blend_sigma``) and ``X_d = X - X_b``::
+
+        F = V_b + w_base (I_b - V_b) + gain (V_d + w_detail (I_d - V_d))
+
+    so the fused image is made of the sources' own bands (no invented texture); its final conv starts
+    at zero, i.e. at the average of the two sources.
+    """
 
     def __init__(self, config: DSTFuseConfig):
         super().__init__()
-        n, k = config.num_res_blocks, config.kernel_size
-        self.inblock = EBlock(1, config.widths[0], 1, n, k)
-        self.trunk = _Trunk(config)
-        self.attention = IRAttention(config.attention_width)
+        self.head = config.fusion_head
+        self.residual = config.residual
+        blend = config.fusion_head == "blend"
+        self.inblock = stem(1, config)
+        self.trunk = _Trunk(config, out_maps=3 if blend else 1)
+        self.attention = AttentionMap(1, config.attention_width, pixel_unshuffle=config.pixel_unshuffle)
+        if blend:
+            self.bands = GaussianBlur(config.blend_sigma)
+            last = self.trunk.out[-1][0]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         e1 = self.inblock(x)
@@ -265,37 +343,61 @@ class FusionModule(nn.Module):
         return e1, e2, e3
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruction-stage path: encode and decode one image (IR or visible)."""
+        """Reconstruction-stage path (``residual`` head only): encode and decode one image."""
+        if self.head != "residual":
+            raise ConfigError("reconstruct: the 'blend' fusion head has no reconstruction path (it blends two sources)")
         e1, e2, e3 = self.encode(x)
-        return _residual_output(self.trunk.decode(e3, e2, e1), x)
+        return _add_residual(self.trunk.decode(e3, e2, e1), x, self.residual)
 
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        """Fusion-stage path: Eq. 6 on the deepest features, visible skips, residual on ``vis``."""
-        v1, v2, v3 = self.encode(vis)
-        _, _, i3 = self.encode(ir)
+        """Fusion-stage path: Eq. 6 on the deepest features, then the head."""
+        (v1, i1), (v2, i2), (v3, i3) = (t.chunk(2) for t in self.encode(torch.cat([vis, ir])))
         phi = v3 + i3
         att = self.attention(ir, pool=ir.shape[-1] // phi.shape[-1])
         phi = phi + phi * (1.0 - att)
-        return _residual_output(self.trunk.decode(phi, v2, v1), vis)
+        if self.head == "residual":
+            return _add_residual(self.trunk.decode(phi, v2, v1), vis, self.residual)
+        return self.blend(ir, vis, self.trunk.decode(phi, v2 + i2, v1 + i1))
+
+    def blend(self, ir: torch.Tensor, vis: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        """The ``blend`` head's image from its three maps ``(B, 3, H, W)`` (logits)."""
+        w_base, w_detail = torch.sigmoid(maps[:, :2]).split(1, dim=1)
+        gain = 2.0 * torch.sigmoid(maps[:, 2:3])
+        vis_b, ir_b = self.bands(torch.cat([vis, ir], dim=1)).split(1, dim=1)
+        vis_d, ir_d = vis - vis_b, ir - ir_b
+        return vis_b + w_base * (ir_b - vis_b) + gain * (vis_d + w_detail * (ir_d - vis_d))
 
 
 class MappingModule(nn.Module):
-    """Eq. 9: ``O = D2' * A(I) + F' * (1 - A(I))`` with ``D2'``, ``F'`` the CST and fusion images."""
+    """Eq. 9: ``O = D2' * A + F' * (1 - A)`` with ``D2'``, ``F'`` the CST and fusion images.
+
+    ``attention_inputs="ir"`` is the paper's ``A(I)``; ``"ir+vis+outputs"`` computes ``A`` from the IR,
+    the visible input and both module outputs (dilated convs), so it can see where the visible input
+    is blurred and the CST output is the sharper one.
+    """
 
     def __init__(self, config: DSTFuseConfig):
         super().__init__()
-        self.attention = IRAttention(config.attention_width)
+        self.sees_all = config.attention_inputs == "ir+vis+outputs"
+        self.attention = AttentionMap(
+            4 if self.sees_all else 1, config.attention_width, pixel_unshuffle=config.pixel_unshuffle,
+            dilations=(1, 2, 4) if self.sees_all else (1,),
+        )
 
-    def forward(self, ir: torch.Tensor, deblurred: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
-        att = self.attention(ir)
+    def attention_map(self, ir: torch.Tensor, vis: torch.Tensor, deblurred: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+        """``A`` in (0, 1), ``(B, 1, H, W)``: the weight of the CST output."""
+        return self.attention(ir, vis, deblurred, fused) if self.sees_all else self.attention(ir)
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor, deblurred: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+        att = self.attention_map(ir, vis, deblurred, fused)
         return deblurred * att + fused * (1.0 - att)
 
 
 class DSTFuseIntermediates(NamedTuple):
-    """Every image the inference graph makes, all ``(B, 1, H, W)`` (see :meth:`DSTFuse.intermediates`).
+    """Every image the inference graph makes, all ``(B, 1, H, W)`` in [0, 1] (see :meth:`DSTFuse.intermediates`).
 
     ``deblurred`` is the CST stage-2 output, ``fusion`` the fusion module's image, ``attention`` the
-    mapping attention ``A`` in [0, 1] (weight of ``deblurred``), ``fused`` the final output.
+    mapping attention ``A`` (weight of ``deblurred``), ``fused`` the final output.
     """
 
     deblurred: torch.Tensor
@@ -314,6 +416,11 @@ class DSTFuse(nn.Module):
         self.fusion = FusionModule(self.config)
         self.mapping = MappingModule(self.config)
 
+    @property
+    def size_multiple(self) -> int:
+        """Inputs are padded (edge replication) to a multiple of this and cropped back."""
+        return self.config.size_multiple
+
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         return self.intermediates(ir, vis).fused
 
@@ -321,12 +428,12 @@ class DSTFuse(nn.Module):
         """The CST, fusion and mapping outputs and the attention map, cropped to the input size."""
         check_image_pair(ir, vis)
         height, width = ir.shape[-2:]
-        ir_p, vis_p = pad_to_multiple(ir), pad_to_multiple(vis)
+        ir_p, vis_p = pad_to_multiple(ir, self.size_multiple), pad_to_multiple(vis, self.size_multiple)
         deblurred = self.cst(ir_p, vis_p).stage2
         fusion = self.fusion.fuse(ir_p, vis_p)
-        att = self.mapping.attention(ir_p)
+        att = self.mapping.attention_map(ir_p, vis_p, deblurred, fusion)
         fused = deblurred * att + fusion * (1.0 - att)
-        return DSTFuseIntermediates(*(t[..., :height, :width] for t in (deblurred, fusion, att, fused)))
+        return DSTFuseIntermediates(*(t[..., :height, :width].clamp(0.0, 1.0) for t in (deblurred, fusion, att, fused)))
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = SIZE_MULTIPLE) -> torch.Tensor:

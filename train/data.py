@@ -4,8 +4,13 @@ Roots are read with :func:`dstfuse_stream.imageio.list_pairs` (paired ``ir/`` + 
 LLVIP ``infrared/{train,test}`` + ``visible/{train,test}`` layout). Several roots are combined and
 deduplicated by a hash of the IR pixels (``flir_train/`` repeats RoadScene under other names).
 
+Video roots (a folder holding ``ir.mp4`` + ``vi.mp4``, frame i of one registered to frame i of the
+other, as the M3SVD sequences) contribute every ``frame_step``-th frame pair.
+
 A sample is ``(ir, vis_input, vis_sharp)``, float32 ``(1, S, S)`` in [0, 1]: ``vis_input`` is the
-visible crop, motion-blurred with probability ``blur_prob``; ``vis_sharp`` is the same crop unblurred.
+visible crop degraded as a :class:`Degradation` says (motion blur of a random length and angle, over
+the whole crop or a soft random region; optionally low light: gain < 1 plus noise); ``vis_sharp`` is
+the same crop undegraded, the target of every loss in the degradation-aware recipe.
 """
 
 from __future__ import annotations
@@ -14,18 +19,18 @@ import hashlib
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 
-from dstfuse_stream.errors import ConfigError, StreamMismatchError
-from dstfuse_stream.degrade import motion_blur
+from dstfuse_stream.errors import ConfigError, SourceError, StreamMismatchError
+from dstfuse_stream.degrade import low_light, motion_blur
 from dstfuse_stream.imageio import list_pairs, read_bgr, resize_max_side, to_gray
 
-__all__ = ["PairImage", "load_pairs", "random_crop_pair", "CropSampler"]
+__all__ = ["PairImage", "load_pairs", "load_video_pairs", "random_crop_pair", "Degradation", "CropSampler"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,26 +44,66 @@ class PairImage:
     vis: np.ndarray
 
 
+def load_video_pairs(root: str | os.PathLike[str], *, frame_step: int = 1) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Every ``frame_step``-th frame pair of ``root/ir.mp4`` + ``root/vi.mp4`` as ``(name, ir_bgr, vis_bgr)``.
+
+    Reads both files to the end of the shorter one (OpenCV's FFmpeg reader). Raises
+    :class:`~dstfuse_stream.errors.SourceError` when a file is missing or yields no frame.
+    """
+    root = Path(root)
+    caps = []
+    for name in ("ir.mp4", "vi.mp4"):
+        if not (root / name).is_file():
+            raise SourceError(f"video pair {str(root)!r}: {name} not found")
+        caps.append(cv2.VideoCapture(str(root / name)))
+    frames = []
+    try:
+        index = 0
+        while True:
+            (ok_ir, ir), (ok_vis, vis) = caps[0].read(), caps[1].read()
+            if not (ok_ir and ok_vis):
+                break
+            if index % frame_step == 0:
+                frames.append((f"{index:05d}", ir, vis))
+            index += 1
+    finally:
+        for cap in caps:
+            cap.release()
+    if not frames:
+        raise SourceError(f"video pair {str(root)!r}: no decodable frames")
+    return frames
+
+
+def _is_video_root(root: Path) -> bool:
+    return (root / "ir.mp4").is_file() and (root / "vi.mp4").is_file()
+
+
 def load_pairs(
-    roots: Sequence[str | os.PathLike[str]], *, max_side: int | None = None, split: str | None = None
+    roots: Sequence[str | os.PathLike[str]], *, max_side: int | None = None, split: str | None = None, frame_step: int = 1
 ) -> tuple[list[PairImage], int]:
     """Read every pair under ``roots`` into memory as uint8 luma; return ``(pairs, n_duplicates)``.
 
-    Pairs whose IR pixels (after resizing) hash equal to an earlier pair's are dropped and counted.
-    ``max_side`` downsizes (INTER_AREA) images whose longer side exceeds it. Raises
-    :class:`~dstfuse_stream.errors.SourceError` for a root without pairs and
-    :class:`~dstfuse_stream.errors.StreamMismatchError` for a pair whose IR and visible sizes differ.
+    A root is a pairs folder (see :func:`~dstfuse_stream.imageio.list_pairs`) or a video-pair folder
+    (``ir.mp4`` + ``vi.mp4``, every ``frame_step``-th frame). Pairs whose IR pixels (after resizing)
+    hash equal to an earlier pair's are dropped and counted. ``max_side`` downsizes (INTER_AREA)
+    images whose longer side exceeds it. Raises :class:`~dstfuse_stream.errors.SourceError` for a
+    root without pairs and :class:`~dstfuse_stream.errors.StreamMismatchError` for a pair whose IR
+    and visible sizes differ.
     """
     pairs: list[PairImage] = []
     seen: set[str] = set()
     dropped = 0
     for root in roots:
-        for ir_path, vis_path in list_pairs(root, split=split):
-            ir = to_gray(read_bgr(ir_path))
-            vis = to_gray(read_bgr(vis_path))
+        root = Path(root)
+        if _is_video_root(root):
+            items = [(f"{root.name}/{n}", ir, vis) for n, ir, vis in load_video_pairs(root, frame_step=frame_step)]
+        else:
+            items = ((f"{root.name}/{i.name}", read_bgr(i), read_bgr(v)) for i, v in list_pairs(root, split=split))
+        for name, ir_bgr, vis_bgr in items:
+            ir, vis = to_gray(ir_bgr), to_gray(vis_bgr)
             if ir.shape != vis.shape:
                 raise StreamMismatchError(
-                    f"pair {str(ir_path)!r}: IR is {ir.shape[1]}x{ir.shape[0]}, visible is {vis.shape[1]}x{vis.shape[0]}; "
+                    f"pair {name!r}: IR is {ir.shape[1]}x{ir.shape[0]}, visible is {vis.shape[1]}x{vis.shape[0]}; "
                     "expected registered images of one size"
                 )
             ir, vis = resize_max_side(ir, max_side), resize_max_side(vis, max_side)
@@ -67,7 +112,7 @@ def load_pairs(
                 dropped += 1
                 continue
             seen.add(digest)
-            pairs.append(PairImage(name=f"{Path(root).name}/{ir_path.name}", ir=ir, vis=vis))
+            pairs.append(PairImage(name=name, ir=ir, vis=vis))
     logger.info("loaded %d pairs from %d root(s); dropped %d duplicate(s) (same IR pixels)", len(pairs), len(roots), dropped)
     return pairs, dropped
 
@@ -87,6 +132,66 @@ def random_crop_pair(
     return ir[y : y + size, x : x + size], vis[y : y + size, x : x + size]
 
 
+@dataclass(frozen=True)
+class Degradation:
+    """How the visible input of a training sample is degraded (the targets stay sharp).
+
+    Attributes:
+        blur_prob: probability that a sample is motion-blurred.
+        blur_lengths: ``(min, max)`` kernel length in pixels (odd lengths are drawn uniformly).
+        curriculum_epochs: the longest length grows linearly from ``min`` to ``max`` over these
+            epochs (0 = the full range from the start); short blur first, long blur later.
+        partial_prob: share of blurred samples blurred only inside a random soft ellipse (the rest of
+            the crop stays sharp), so the mapping attention learns *where* the input is blurred.
+        dark_prob: probability of a low-light exposure: gain drawn from ``dark_gain`` plus Gaussian
+            noise with a std drawn from ``[0, noise_std]``.
+    """
+
+    blur_prob: float = 0.5
+    blur_lengths: tuple[int, int] = (3, 15)
+    curriculum_epochs: int = 0
+    partial_prob: float = 0.0
+    dark_prob: float = 0.0
+    dark_gain: tuple[float, float] = (0.5, 1.0)
+    noise_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("blur_prob", "partial_prob", "dark_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name}: expected a probability in [0, 1], got {getattr(self, name)}")
+        lo, hi = (int(v) for v in self.blur_lengths)
+        object.__setattr__(self, "blur_lengths", (lo, hi))
+        if not 1 <= lo <= hi:
+            raise ConfigError(f"blur_lengths: expected 1 <= min <= max, got {self.blur_lengths}")
+        g_lo, g_hi = (float(v) for v in self.dark_gain)
+        object.__setattr__(self, "dark_gain", (g_lo, g_hi))
+        if not 0.0 < g_lo <= g_hi <= 1.0:
+            raise ConfigError(f"dark_gain: expected 0 < low <= high <= 1, got {self.dark_gain}")
+        if self.curriculum_epochs < 0 or self.noise_std < 0:
+            raise ConfigError("curriculum_epochs and noise_std: expected >= 0")
+
+    def max_length(self, epoch: int) -> int:
+        """Longest blur length drawn in ``epoch`` (the curriculum)."""
+        lo, hi = self.blur_lengths
+        if self.curriculum_epochs <= 0:
+            return hi
+        return int(round(lo + (hi - lo) * min(1.0, (epoch + 1) / self.curriculum_epochs)))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["blur_lengths"], d["dark_gain"] = list(self.blur_lengths), list(self.dark_gain)
+        return d
+
+
+def soft_ellipse_mask(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ellipse covering roughly 15-60 % of a ``size x size`` crop, feathered; float32 in [0, 1]."""
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    cy, cx = rng.uniform(0.2, 0.8, 2) * size
+    ry, rx = rng.uniform(0.25, 0.5, 2) * size
+    mask = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0).astype(np.float32)
+    return cv2.GaussianBlur(mask, (0, 0), size / 24.0)
+
+
 class CropSampler:
     """Deterministic epoch-wise batches of augmented crops drawn from in-memory pairs.
 
@@ -103,8 +208,7 @@ class CropSampler:
         crop_size: int,
         batch_size: int,
         crops_per_image: int = 1,
-        blur_prob: float = 0.5,
-        blur_lengths: tuple[int, int] = (3, 15),
+        degradation: Degradation | None = None,
         seed: int = 0,
     ) -> None:
         if not pairs:
@@ -113,21 +217,36 @@ class CropSampler:
             raise ConfigError(
                 f"crop_size, batch_size, crops_per_image: expected >= 1, got {crop_size}, {batch_size}, {crops_per_image}"
             )
-        if not 0.0 <= blur_prob <= 1.0:
-            raise ConfigError(f"blur_prob: expected a probability in [0, 1], got {blur_prob}")
         self.pairs = list(pairs)
         self.crop_size = crop_size
         self.batch_size = batch_size
         self.crops_per_image = crops_per_image
-        self.blur_prob = blur_prob
-        self.blur_lengths = blur_lengths
+        self.degradation = degradation if degradation is not None else Degradation()
         self.seed = seed
 
     def steps_per_epoch(self) -> int:
         n = len(self.pairs) * self.crops_per_image
         return max(1, n // self.batch_size)
 
-    def sample(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def degrade(self, sharp: np.ndarray, rng: np.random.Generator, epoch: int = 0) -> np.ndarray:
+        """The visible input made from a sharp float32 crop, as :attr:`degradation` says."""
+        d = self.degradation
+        vis_in = sharp
+        if rng.random() < d.blur_prob:
+            lo = d.blur_lengths[0]
+            hi = max(lo, d.max_length(epoch))
+            length = 2 * int(rng.integers(lo // 2, hi // 2 + 1)) + 1
+            blurred = motion_blur(sharp, length, float(rng.uniform(0.0, 180.0)))
+            if rng.random() < d.partial_prob:
+                mask = soft_ellipse_mask(sharp.shape[0], rng)
+                blurred = mask * blurred + (1.0 - mask) * sharp
+            vis_in = np.clip(blurred, 0.0, 1.0)
+        if rng.random() < d.dark_prob:
+            gain = float(rng.uniform(*d.dark_gain))
+            vis_in = low_light(vis_in, gain, float(rng.uniform(0.0, d.noise_std)), rng)
+        return np.ascontiguousarray(vis_in, dtype=np.float32)
+
+    def sample(self, index: int, rng: np.random.Generator, epoch: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One augmented crop of pair ``index``: ``(ir, vis_input, vis_sharp)`` float32 ``(S, S)``."""
         pair = self.pairs[index]
         ir, vis = random_crop_pair(pair.ir, pair.vis, self.crop_size, rng)
@@ -137,12 +256,7 @@ class CropSampler:
             ir, vis = ir[::-1], vis[::-1]
         ir = np.ascontiguousarray(ir, dtype=np.float32) / np.float32(255.0)
         sharp = np.ascontiguousarray(vis, dtype=np.float32) / np.float32(255.0)
-        vis_in = sharp
-        if rng.random() < self.blur_prob:
-            lo, hi = self.blur_lengths
-            length = 2 * int(rng.integers(lo // 2, hi // 2 + 1)) + 1
-            vis_in = np.clip(motion_blur(sharp, length, float(rng.uniform(0.0, 180.0))), 0.0, 1.0)
-        return ir, vis_in, sharp
+        return ir, self.degrade(sharp, rng, epoch), sharp
 
     def batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         rng = np.random.default_rng([self.seed, epoch])
@@ -151,5 +265,5 @@ class CropSampler:
         steps = self.steps_per_epoch()
         for s in range(steps):
             idx = order[s * self.batch_size : (s + 1) * self.batch_size]
-            samples = [self.sample(int(i), rng) for i in idx]
+            samples = [self.sample(int(i), rng, epoch) for i in idx]
             yield tuple(np.stack([smp[k] for smp in samples])[:, None] for k in range(3))  # type: ignore[misc]

@@ -8,9 +8,12 @@ Conventions (stated once, used everywhere):
   ``'same'`` reflect padding, ``max_val=1``. It lies in ``[0, 2]``. The authors' kornia ``SSIMLoss`` is
   ``(1 - SSIM) / 2``, so our SSIM terms weigh twice theirs at the same coefficient; the coefficients
   below are the brief's, applied to ``1 - SSIM``. SSIM needs ``H, W > 5``.
-* **Gradient term** = ``mean |S(F) - max(S(V), S(I))|`` where ``S`` is
-  :func:`dstfuse_stream.model.sobel_magnitude` (``|Gx| + |Gy|``, kernels / 8, replicate borders), the
-  same operator the CST module uses, so loss and model agree.
+* **Gradient term** = ``mean |S(F) - max(S(V), S(I))|`` where ``S`` = ``|Gx| + |Gy|`` of
+  :func:`kornia.filters.spatial_gradient` (normalised Sobel, i.e. kernels / 8, replicate borders): the
+  same operator as the model's :func:`dstfuse_stream.model.sobel_magnitude` (a test pins the two equal;
+  the runtime keeps its own so it does not need kornia).
+* **Restoration term** (degradation-aware recipe only) = ``mean |D - V| + mean |grad D - grad V|``
+  (signed Sobel gradients), against the sharp visible ``V``.
 * **Intensity term** = ``mean |F - max(V, I)|``.
 * **Perceptual term** = sum over the first ``num_blocks`` blocks of a small VGG-like extractor of
   ``MSE(phi_b(D), phi_b(I))``. The extractor (:class:`PerceptualExtractor`) is ImageNet-free: its convs
@@ -20,7 +23,9 @@ Conventions (stated once, used everywhere):
 Losses per module (weights as in the project brief):
 
 * CST, per stage: ``100 * perceptual(D, I; i blocks) + ssim_term(D, V)``, ``i = 3`` for stage 1 and
-  ``2`` for stage 2 (:func:`cst_loss` sums both stages).
+  ``2`` for stage 2 (:func:`cst_loss` sums both stages). The degradation-aware recipe passes the sharp
+  ``V``, a smaller perceptual weight and adds ``restoration_weight * restoration_term(D, V)`` (see
+  ``docs/training.md`` for the measurements behind the weights).
 * Fusion reconstruction, per image: ``MSE(R, X) + 5 * ssim_term(R, X)`` (:func:`reconstruction_loss`).
 * Fusion stage: ``10 * gradient + 5 * intensity + 1 * ssim_term(F, V)`` (:func:`fusion_loss`).
 * Mapping: ``10 * gradient + 1 * intensity`` (:func:`mapping_loss`).
@@ -36,13 +41,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from dstfuse_stream.errors import InputShapeError
-from dstfuse_stream.model import sobel_magnitude
 
 __all__ = [
     "SSIM_WINDOW",
     "ssim_term",
     "gradient_term",
     "intensity_term",
+    "sobel_magnitude",
+    "restoration_term",
     "PerceptualExtractor",
     "perceptual_loss",
     "PerceptualLoss",
@@ -82,8 +88,20 @@ def ssim_term(x: torch.Tensor, y: torch.Tensor, *, window_size: int = SSIM_WINDO
     return 1.0 - kornia.metrics.ssim(x, y, window_size, max_val=1.0).mean()
 
 
+def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """``|Gx| + |Gy|`` (kornia normalised Sobel, replicate borders) of ``(B, 1, H, W)``."""
+    return kornia.filters.spatial_gradient(x, mode="sobel", order=1, normalized=True).abs().sum(dim=2)
+
+
+def restoration_term(restored: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
+    """``mean |D - V| + mean |grad D - grad V|`` (signed normalised Sobel gradients, both axes)."""
+    _check_pair(restored, sharp, ("restored", "sharp"))
+    grad = kornia.filters.spatial_gradient(restored - sharp, mode="sobel", order=1, normalized=True)
+    return (restored - sharp).abs().mean() + grad.abs().mean()
+
+
 def gradient_term(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-    """``mean |S(F) - max(S(V), S(I))|`` with ``S`` = :func:`dstfuse_stream.model.sobel_magnitude`."""
+    """``mean |S(F) - max(S(V), S(I))|`` with ``S`` = :func:`sobel_magnitude`."""
     _check_pair(ir, vis, ("ir", "vis"))
     _check_pair(fused, vis, ("fused", "vis"))
     target = torch.maximum(sobel_magnitude(vis), sobel_magnitude(ir))
@@ -177,11 +195,16 @@ def cst_stage_loss(
     extractor: Extractor,
     num_blocks: int,
     perceptual_weight: float = 100.0,
+    restoration_weight: float = 0.0,
 ) -> torch.Tensor:
-    """One CST stage: ``100 * perceptual(D, I; num_blocks) + ssim_term(D, V)``."""
-    return perceptual_weight * perceptual_loss(
-        deblurred, ir, extractor=extractor, num_blocks=num_blocks
-    ) + ssim_term(deblurred, vis)
+    """One CST stage: ``perceptual_weight * perceptual(D, I; num_blocks) + ssim_term(D, V)
+    [+ restoration_weight * restoration_term(D, V)]``."""
+    loss = perceptual_weight * perceptual_loss(deblurred, ir, extractor=extractor, num_blocks=num_blocks) + ssim_term(
+        deblurred, vis
+    )
+    if restoration_weight:
+        loss = loss + restoration_weight * restoration_term(deblurred, vis)
+    return loss
 
 
 def cst_loss(
@@ -193,10 +216,12 @@ def cst_loss(
     extractor: Extractor,
     stage_blocks: tuple[int, int] = (3, 2),
     perceptual_weight: float = 100.0,
+    restoration_weight: float = 0.0,
 ) -> torch.Tensor:
     """Sum of :func:`cst_stage_loss` for both stages (stage 1 uses more extractor blocks)."""
     return sum(
-        cst_stage_loss(d, ir, vis, extractor=extractor, num_blocks=n, perceptual_weight=perceptual_weight)
+        cst_stage_loss(d, ir, vis, extractor=extractor, num_blocks=n, perceptual_weight=perceptual_weight,
+                       restoration_weight=restoration_weight)
         for d, n in zip((stage1, stage2), stage_blocks)
     )  # type: ignore[return-value]
 
@@ -204,11 +229,20 @@ def cst_loss(
 class CSTLoss(nn.Module):
     """Module form of :func:`cst_loss`; ``forward(cst_output, ir, vis)``."""
 
-    def __init__(self, *, stage_blocks: tuple[int, int] = (3, 2), perceptual_weight: float = 100.0, seed: int = 0):
+    def __init__(
+        self,
+        *,
+        stage_blocks: tuple[int, int] = (3, 2),
+        perceptual_weight: float = 100.0,
+        restoration_weight: float = 0.0,
+        extractor_widths: Sequence[int] = (16, 32, 64),
+        seed: int = 0,
+    ):
         super().__init__()
         self.stage_blocks = tuple(stage_blocks)
         self.perceptual_weight = perceptual_weight
-        self.extractor = PerceptualExtractor(seed=seed)
+        self.restoration_weight = restoration_weight
+        self.extractor = PerceptualExtractor(widths=extractor_widths, seed=seed)
 
     def forward(self, cst_output: tuple[torch.Tensor, torch.Tensor], ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         stage1, stage2 = cst_output
@@ -220,6 +254,7 @@ class CSTLoss(nn.Module):
             extractor=self.extractor,
             stage_blocks=self.stage_blocks,  # type: ignore[arg-type]
             perceptual_weight=self.perceptual_weight,
+            restoration_weight=self.restoration_weight,
         )
 
 

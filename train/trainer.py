@@ -9,9 +9,19 @@ Schedule (epoch ``e``, defaults of :class:`TrainConfig`):
   fusion frozen (eval mode, no grad).
 
 With the defaults (15 epochs, 3/3/10) that is: 0-2 reconstruction + CST, 3-5 fusion + CST, 6-9 CST
-only, 10-14 mapping only. Network inputs are the (possibly motion-blurred) visible crop; the fusion and
-mapping losses target the sharp visible crop; the CST SSIM term uses the network's visible input, as
-in the paper.
+only, 10-14 mapping only. The network's visible input is the degraded crop (:class:`~.data.Degradation`).
+
+Two recipes (``TrainConfig.recipe``; both documented in ``docs/training.md``):
+
+* ``"degradation"`` (default): every loss sees the *sharp* visible crop as ``V`` (CST SSIM and
+  restoration terms, the fusion targets ``max(V, I)`` and ``max(S(V), S(I))``, the mapping targets), so the
+  network learns to undo the degradation; the CST adds the supervised restoration term and a smaller
+  perceptual-to-IR weight.
+* ``"paper"``: the losses see the network's own visible input as ``V``, CST perceptual weight 100, no
+  restoration term, i.e. the paper's equations literally.
+
+``lr_schedule="cosine"`` decays each module's learning rate to 0 over the epochs in which it trains
+(computed from the position, so ``--resume`` stays exact).
 
 Run folder (``out``): ``config.json`` (resolved model/train configs, data roots), ``last.pt`` (every
 epoch and on a time-budget stop; ``--resume`` continues exactly from it), ``loss_log.jsonl`` (one line
@@ -38,14 +48,19 @@ from dstfuse_stream.checkpoint import load_checkpoint, model_from_checkpoint, sa
 from dstfuse_stream.config import DSTFuseConfig
 from dstfuse_stream.errors import CheckpointError, ConfigError
 from dstfuse_stream.model import DSTFuse
-from .data import CropSampler
+from .data import CropSampler, Degradation
 from .losses import CSTLoss, fusion_loss, mapping_loss, reconstruction_loss
 
-__all__ = ["TrainConfig", "MODULES", "phase_modules", "TrainState", "Trainer", "plot_losses"]
+__all__ = ["TrainConfig", "MODULES", "RECIPES", "module_span", "scheduled_lr", "phase_modules", "TrainState", "Trainer", "plot_losses"]
 
 logger = logging.getLogger(__name__)
 
 MODULES = ("cst", "fusion", "mapping")
+#: Loss weights each recipe resolves when the config leaves them ``None``.
+RECIPES: dict[str, dict[str, Any]] = {
+    "degradation": {"perceptual_weight": 1.0, "restoration_weight": 10.0, "perceptual_widths": (8, 16, 32)},
+    "paper": {"perceptual_weight": 100.0, "restoration_weight": 0.0, "perceptual_widths": (16, 32, 64)},
+}
 
 
 @dataclass(frozen=True)
@@ -58,12 +73,17 @@ class TrainConfig:
     cst_epochs: int = 10
     lr: float = 1e-4
     mapping_lr: float | None = None
+    lr_schedule: str = "constant"
+    recipe: str = "degradation"
+    perceptual_weight: float | None = None
+    restoration_weight: float | None = None
+    perceptual_widths: tuple[int, ...] | None = None
     batch_size: int = 8
     crop_size: int = 128
     crops_per_image: int = 1
-    blur_prob: float = 0.5
-    blur_max_length: int = 15
+    degradation: Degradation = Degradation()
     max_side: int | None = 640
+    channels_last: bool = False
     seed: int = 0
     num_threads: int = 2
     max_minutes: float | None = None
@@ -83,10 +103,18 @@ class TrainConfig:
             raise ConfigError(f"lr: expected > 0, got {self.lr}")
         if self.mapping_lr is not None and not self.mapping_lr > 0:
             raise ConfigError(f"mapping_lr: expected > 0 or None (= lr), got {self.mapping_lr}")
-        if not 0.0 <= self.blur_prob <= 1.0:
-            raise ConfigError(f"blur_prob: expected a probability in [0, 1], got {self.blur_prob}")
-        if self.blur_max_length < 3:
-            raise ConfigError(f"blur_max_length: expected >= 3, got {self.blur_max_length}")
+        if self.recipe not in RECIPES:
+            raise ConfigError(f"recipe: expected one of {list(RECIPES)}, got {self.recipe!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"lr_schedule: expected 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if isinstance(self.degradation, dict):
+            object.__setattr__(self, "degradation", Degradation(**self.degradation))
+        for name, value in RECIPES[self.recipe].items():  # resolve the recipe's loss settings
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        object.__setattr__(self, "perceptual_widths", tuple(int(w) for w in self.perceptual_widths))  # type: ignore[union-attr]
+        if min(self.perceptual_weight, self.restoration_weight) < 0 or min(self.perceptual_widths) < 1:  # type: ignore[type-var, arg-type]
+            raise ConfigError("perceptual_weight, restoration_weight: expected >= 0; perceptual_widths: expected >= 1")
         if self.max_side is not None and self.max_side < self.crop_size:
             raise ConfigError(f"max_side: expected >= crop_size ({self.crop_size}) or None, got {self.max_side}")
         if self.max_minutes is not None and not self.max_minutes > 0:
@@ -102,7 +130,9 @@ class TrainConfig:
         return max(self.cst_epochs, self.recon_epochs + self.fusion_epochs)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["degradation"] = self.degradation.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -127,6 +157,24 @@ def phase_modules(config: TrainConfig, epoch: int) -> dict[str, str | None]:
         "fusion": fusion,
         "mapping": "mapping" if epoch >= config.mapping_start else None,
     }
+
+
+def module_span(config: TrainConfig, name: str) -> tuple[int, int]:
+    """``[first, stop)`` epochs in which module ``name`` trains."""
+    active = [e for e in range(config.epochs) if phase_modules(config, e)[name]]
+    return (active[0], active[-1] + 1) if active else (0, 0)
+
+
+def scheduled_lr(config: TrainConfig, name: str, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Learning rate of module ``name`` at ``step`` of ``epoch``: constant, or a cosine from the module's
+    lr to 0 over the epochs it trains (a pure function of the position, so resume is exact)."""
+    base = config.module_lr(name)
+    if config.lr_schedule == "constant":
+        return base
+    first, stop = module_span(config, name)
+    total = max(1, (stop - first) * steps_per_epoch)
+    done = min(total, max(0, (epoch - first) * steps_per_epoch + step))
+    return base * 0.5 * (1.0 + math.cos(math.pi * done / total))
 
 
 def phase_name(config: TrainConfig, epoch: int) -> str:
@@ -170,6 +218,11 @@ class Trainer:
         command: str | None = None,
         progress: bool = True,
     ) -> None:
+        if model.config.fusion_head == "blend" and config.recon_epochs > 0:
+            raise ConfigError(
+                f"recon_epochs: the {model.config.name!r} preset's blend fusion head has no reconstruction stage; expected 0, "
+                f"got {config.recon_epochs}"
+            )
         self.device = torch.device(resolve_device(device))
         self.model = model.to(self.device)
         self.sampler = sampler
@@ -178,7 +231,12 @@ class Trainer:
         self.data_roots = [str(r) for r in data_roots]
         self.command = command
         self.progress = progress
-        self.cst_loss = CSTLoss(seed=config.seed).to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.cst_loss = CSTLoss(
+            seed=config.seed, perceptual_weight=config.perceptual_weight, restoration_weight=config.restoration_weight,
+            extractor_widths=config.perceptual_widths,
+        ).to(self.device)
         self.optimizers = {
             name: torch.optim.Adam(getattr(model, name).parameters(), lr=config.module_lr(name)) for name in MODULES
         }
@@ -238,26 +296,45 @@ class Trainer:
             module.train(active)
             module.requires_grad_(active)
 
+    def init_modules(self, sources: dict[str, str | os.PathLike[str]]) -> None:
+        """Load the weights of some modules from checkpoints, e.g. ``{"cst": "runs/a/last.pt"}``
+        (a module trained in another run); the module's architecture must match."""
+        for name, path in sources.items():
+            if name not in MODULES:
+                raise ConfigError(f"init: unknown module {name!r}; expected one of {list(MODULES)}")
+            ckpt = load_checkpoint(path, map_location=self.device)
+            prefix = name + "."
+            state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+            try:
+                getattr(self.model, name).load_state_dict(state)
+            except RuntimeError as exc:
+                raise CheckpointError(f"init {name} from {str(path)!r}: weights do not match this model ({exc})") from exc
+            logger.info("initialised module %s from %s", name, path)
+
     def train_step(self, epoch: int, ir: torch.Tensor, vis: torch.Tensor, sharp: torch.Tensor) -> dict[str, float]:
-        """One optimisation step of every module active in ``epoch``; returns the loss terms."""
+        """One optimisation step of every module active in ``epoch``; returns the loss terms.
+
+        ``vis`` is the network's (degraded) visible input, ``sharp`` the undegraded crop; the recipe
+        decides which of the two the losses call ``V``.
+        """
         phases = phase_modules(self.config, epoch)
         self._set_modes(phases)
         model = self.model
+        target = sharp if self.config.recipe == "degradation" else vis
         losses: dict[str, torch.Tensor] = {}
         if phases["cst"]:
-            out = model.cst(ir, vis)
-            losses["cst"] = self.cst_loss(out, ir, vis)
+            losses["cst"] = self.cst_loss(model.cst(ir, vis), ir, target)
         if phases["fusion"] == "reconstruction":
             losses["reconstruction"] = reconstruction_loss(model.fusion.reconstruct(ir), ir) + reconstruction_loss(
                 model.fusion.reconstruct(sharp), sharp
             )
         elif phases["fusion"] == "fusion":
-            losses["fusion"] = fusion_loss(model.fusion.fuse(ir, vis), ir, sharp)
+            losses["fusion"] = fusion_loss(model.fusion.fuse(ir, vis), ir, target)
         if phases["mapping"]:
             with torch.no_grad():
                 deblurred = model.cst(ir, vis).stage2
                 fused = model.fusion.fuse(ir, vis)
-            losses["mapping"] = mapping_loss(model.mapping(ir, deblurred, fused), ir, sharp)
+            losses["mapping"] = mapping_loss(model.mapping(ir, vis, deblurred, fused), ir, target)
         active = [name for name in MODULES if phases[name]]
         if not losses:
             return {}
@@ -267,7 +344,10 @@ class Trainer:
         if not torch.isfinite(total):
             raise FloatingPointError(f"non-finite loss at epoch {epoch}: { {k: float(v) for k, v in losses.items()} }")
         total.backward()  # type: ignore[union-attr]
+        steps = self.sampler.steps_per_epoch()
         for name in active:
+            for group in self.optimizers[name].param_groups:
+                group["lr"] = scheduled_lr(self.config, name, epoch, self.state.step_in_epoch, steps)
             self.optimizers[name].step()
         return {k: float(v.detach()) for k, v in losses.items()}
 
@@ -292,7 +372,8 @@ class Trainer:
         path.write_text(json.dumps(payload, indent=2) + "\n")
 
     def _to_device(self, arrays: tuple[np.ndarray, ...]) -> tuple[torch.Tensor, ...]:
-        return tuple(torch.from_numpy(a).to(self.device) for a in arrays)
+        fmt = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        return tuple(torch.from_numpy(a).to(self.device).contiguous(memory_format=fmt) for a in arrays)
 
     def fit(self) -> TrainState:
         """Train until ``config.epochs`` or the ``max_minutes`` budget; save ``last.pt`` each epoch."""
