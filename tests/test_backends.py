@@ -325,6 +325,19 @@ def test_create_backend_auto_falls_back_to_torch_when_export_fails(lite, monkeyp
     assert "parity check failed (simulated)" in caplog.text
 
 
+def test_a_model_the_tracer_cannot_export_makes_auto_fall_back(lite, monkeypatch, caplog):
+    def unsupported(*args, **kwargs):
+        raise torch.onnx.errors.OnnxExporterError("Unsupported: ONNX export of convolution for kernel of unknown shape.")
+
+    monkeypatch.setattr(torch.onnx, "export", unsupported)
+    caplog.set_level("WARNING", logger="dstfuse_stream")
+    backend = create_backend("auto", model=lite, device="cpu")
+    assert isinstance(backend, TorchBackend)
+    assert "ONNX export of model 'lite' failed (OnnxExporterError: Unsupported: ONNX export of convolution" in caplog.text
+    with pytest.raises(BackendError, match="ONNX export of model 'lite' failed"):
+        create_backend("onnx", model=lite, device="cpu")
+
+
 @pytest.mark.parametrize("missing", ["onnxruntime", "onnx", "onnxscript"])
 def test_a_missing_optional_package_is_one_warning_and_a_fallback(lite, monkeypatch, caplog, missing):
     import sys

@@ -16,6 +16,7 @@ import torch
 from synthetic import MaxFuser, decode_index, ir_frame, read_video, vis_frame, write_pair_folders, write_pair_videos, write_video
 
 from dstfuse_stream.checkpoint import default_weights_path, load_checkpoint
+from dstfuse_stream.config import DSTFuseConfig
 from dstfuse_stream.cli import main, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +28,11 @@ def weights() -> Path:
     path = default_weights_path()
     assert path.is_file(), f"shipped weights missing: {path}"
     return path
+
+
+def shipped_config(weights: Path) -> dict:
+    """The checkpoint's model config as the runtime resolves it (defaults filled in)."""
+    return DSTFuseConfig.from_dict(load_checkpoint(weights)["config"]).to_dict()
 
 
 def one_error_line(err: str) -> str:
@@ -80,7 +86,7 @@ def test_real_lite_model_with_resize_and_gray(tmp_path, weights):
     assert len(frames) == 3 and frames[0].shape == (16, 64)
     s = json.loads((tmp_path / "fused.summary.json").read_text())
     assert s["summary"]["processing_size_wh"] == [64, 16] and s["config"]["output"] == "gray"
-    assert s["config"]["model_config"] == load_checkpoint(weights)["config"]
+    assert s["config"]["model_config"] == shipped_config(weights)
 
 
 def test_default_backend_auto_end_to_end(tmp_path, capsys):
@@ -95,7 +101,7 @@ def test_default_backend_auto_end_to_end(tmp_path, capsys):
     assert config["args"]["backend"] == "auto" and config["backend_selection"]
     if not torch.cuda.is_available():
         assert config["backend"].startswith("onnx ") and "CPUExecutionProvider" in config["backend"]
-    assert config["model_config"] == load_checkpoint(default_weights_path())["config"]
+    assert config["model_config"] == shipped_config(default_weights_path())
     assert "written 3" in capsys.readouterr().out
 
 

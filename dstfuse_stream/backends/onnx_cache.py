@@ -117,13 +117,18 @@ def get_or_export_onnx(
     onnx_export.require_dependencies(precision=precision)
     logger.warning("first use of these weights with ONNX Runtime: exporting %s ONNX to %s (one-off, a few seconds; "
                    "cached for later runs)", precision, target)
-    onnx_export.export_onnx(
-        model,
-        target,
-        precision=precision,
-        opset=opset,
-        checkpoint_sha256=sha if key == "checkpoint_sha256" else None,
-        checkpoint_name=None if weights_path is None else weights_path.name,
-        parity_shapes=CACHE_PARITY_SHAPES,
-    )
+    try:
+        onnx_export.export_onnx(
+            model,
+            target,
+            precision=precision,
+            opset=opset,
+            checkpoint_sha256=sha if key == "checkpoint_sha256" else None,
+            checkpoint_name=None if weights_path is None else weights_path.name,
+            parity_shapes=CACHE_PARITY_SHAPES,
+        )
+    except BackendError:
+        raise
+    except Exception as exc:  # ONNX Runtime and the optimizer raise their own types: still "no ONNX backend"
+        raise BackendError(f"ONNX export to {target} failed ({type(exc).__name__}: {str(exc).strip()[:300]})") from exc
     return target

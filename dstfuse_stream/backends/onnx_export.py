@@ -167,17 +167,23 @@ def trace_onnx(model: DSTFuse, *, opset: int = DEFAULT_OPSET) -> onnx.ModelProto
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
-        torch.onnx.export(
-            model,
-            example,
-            buffer,
-            input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes=DYNAMIC_AXES,
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+        try:
+            torch.onnx.export(
+                model,
+                example,
+                buffer,
+                input_names=list(INPUT_NAMES),
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes=DYNAMIC_AXES,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        except Exception as exc:  # torch.onnx raises OnnxExporterError/RuntimeError for unsupported ops
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise BackendError(
+                f"ONNX export of model {model.config.name!r} failed ({type(exc).__name__}: {first_line[:300]})"
+            ) from exc
     proto = onnx.load_from_string(buffer.getvalue())
     _fix_io_shapes(proto)
     return proto
