@@ -15,6 +15,7 @@ synthetic clip, no real clip); any option given explicitly overrides it.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import shlex
 import sys
@@ -27,9 +28,12 @@ from typing import Any, Sequence
 import torch
 
 from dstfuse_stream.checkpoint import default_weights_path, load_model
+from dstfuse_stream.cliutil import run_command
 from dstfuse_stream.config import PRESETS, get_config
-from dstfuse_stream.errors import ConfigError, DSTFuseError
+from dstfuse_stream.errors import ConfigError
+from dstfuse_stream.geometry import parse_size_wh
 from dstfuse_stream.model import DSTFuse
+from dstfuse_stream.model_stats import count_macs, count_params
 from dstfuse_stream.sinks import write_json
 
 from .clips import write_synthetic_pair
@@ -40,17 +44,15 @@ from .model_bench import (
     backend_unavailable_reason,
     build_backend,
     onnx_exporter,
-    parse_resolution,
     run_model_benchmarks,
 )
-from dstfuse_stream.model_stats import count_macs, count_params
 from .pipeline_bench import run_clip_benchmark
 from .plot import plot_latency_vs_pixels
 from .report import markdown_report
 
 __all__ = ["main", "build_parser", "resolve_settings", "DEFAULT_REAL_CLIP", "QUICK", "FULL"]
 
-logger = logging.getLogger("benchmarks")
+logger = logging.getLogger(__name__)
 
 #: The real synchronized pair used by default (151 frames, 640 x 480), beside the repository.
 DEFAULT_REAL_CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sequences" / "m3svd_0111_1716"
@@ -150,8 +152,8 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         **s,
         "presets": presets,
         "backends": per_preset,
-        "resolutions": [parse_resolution(r) for r in _csv(s["resolutions"])],
-        "synthetic_size": parse_resolution(s["synthetic_size"]),
+        "resolutions": [parse_size_wh(r) for r in _csv(s["resolutions"])],
+        "synthetic_size": parse_size_wh(s["synthetic_size"]),
         "skip_over_s": args.skip_over_s,
         "real_clip": args.real_clip,
         "pipeline_backend": args.pipeline_backend,
@@ -258,13 +260,13 @@ def _run_clips(
 
 
 def _configure_logging(verbose: bool) -> dict[str, int]:
-    """Progress from ``benchmarks`` at INFO, library chatter at WARNING; returns the previous levels."""
+    """Progress from ``dstfuse_bench`` at INFO, library chatter at WARNING; returns the previous levels."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     level = logging.DEBUG if verbose else logging.INFO
     previous = {}
-    for name in ("benchmarks", "dstfuse_stream", "export"):
+    for name in ("dstfuse_bench", "dstfuse_stream"):
         previous[name] = logging.getLogger(name).level
-        logging.getLogger(name).setLevel(level if verbose or name == "benchmarks" else logging.WARNING)
+        logging.getLogger(name).setLevel(level if verbose or name == "dstfuse_bench" else logging.WARNING)
     return previous
 
 
@@ -328,10 +330,13 @@ def run(settings: dict[str, Any], *, out: Path, command: str) -> dict[str, Any]:
     result["wall_s"] = time.perf_counter() - started
     result["complete"] = True
     write_json(json_path, result)
-    plot_latency_vs_pixels(
-        result["model_only"], out / "latency_vs_pixels.png",
-        title=f"DSTFuse model-only latency, batch 1 ({result['machine']['cpu_model']}, GPU {result['machine']['gpu']})",
-    )
+    if importlib.util.find_spec("matplotlib") is None:
+        logger.warning("matplotlib is not installed: no latency_vs_pixels.png (pip install 'dstfuse-stream[plots]')")
+    else:
+        plot_latency_vs_pixels(
+            result["model_only"], out / "latency_vs_pixels.png",
+            title=f"DSTFuse model-only latency, batch 1 ({result['machine']['cpu_model']}, GPU {result['machine']['gpu']})",
+        )
     (out / "results.md").write_text(markdown_report(result) + "\n")
     return result
 
@@ -343,23 +348,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "dstfuse-bench " + " ".join(shlex.quote(a) for a in argv_list)
     previous_threads = torch.get_num_threads()
     try:
-        settings = resolve_settings(args)
-        settings["no_model"], settings["no_pipeline"] = args.no_model, args.no_pipeline
-        if args.torch_threads is not None:
-            if args.torch_threads < 1:
-                raise ConfigError(f"--torch-threads: expected >= 1, got {args.torch_threads}")
-            torch.set_num_threads(args.torch_threads)
-        settings["torch_threads"] = torch.get_num_threads()
-        out = Path(args.out)
-        result = run(settings, out=out, command=command)
-    except DSTFuseError as exc:
-        print(f"dstfuse-bench: error: {exc}", file=sys.stderr)
-        return 2
+        return run_command("dstfuse-bench", _bench, args, command)
     finally:
         torch.set_num_threads(previous_threads)
         for name, level in previous_levels.items():  # main() may run inside a larger program (tests)
             logging.getLogger(name).setLevel(level)
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'latency_vs_pixels.png'} in {result['wall_s']:.0f} s")
+
+
+def _bench(args: argparse.Namespace, command: str) -> int:
+    settings = resolve_settings(args)
+    settings["no_model"], settings["no_pipeline"] = args.no_model, args.no_pipeline
+    if args.torch_threads is not None:
+        if args.torch_threads < 1:
+            raise ConfigError(f"--torch-threads: expected >= 1, got {args.torch_threads}")
+        torch.set_num_threads(args.torch_threads)
+    settings["torch_threads"] = torch.get_num_threads()
+    out = Path(args.out)
+    result = run(settings, out=out, command=command)
+    written = [out / name for name in ("results.json", "results.md", "latency_vs_pixels.png") if (out / name).is_file()]
+    print(f"wrote {', '.join(map(str, written))} in {result['wall_s']:.0f} s")
     return 0
 
 

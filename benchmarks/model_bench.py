@@ -8,13 +8,13 @@ synchronised (``torch.cuda.synchronize`` on CUDA). Torch runs under ``torch.infe
 What one call measures: ``backend.fuse_batch(ir, vis)`` on preallocated float32 ``(1, 1, H, W)``
 arrays, i.e. the network plus host<->device copies (zero-copy on CPU), without the input range
 check of :meth:`FusionBackend.fuse` and without decoding/colour conversion (see
-:mod:`benchmarks.pipeline_bench` for those).
+:mod:`dstfuse_bench.pipeline_bench` for those).
 
 Backends (``BACKEND_SPECS``): ``torch`` (eager, CPU, torch's thread setting), ``torch-t1`` (eager,
 1 thread), ``torch-compile`` (``torch.compile``, CPU; its
 first call includes compilation and is reported as ``first_call_ms``), ``onnx-t1``/``onnx-t2``
 (ONNX Runtime CPU with 1 and 2 intra-op threads; the model is exported per preset with
-:func:`export.onnx_export.export_onnx`), ``torch-cuda``, ``onnx-cuda`` and ``tensorrt``
+:func:`dstfuse_stream.backends.onnx_export.export_onnx`), ``torch-cuda``, ``onnx-cuda`` and ``tensorrt``
 (TensorRT fp16 via ``create_backend("tensorrt")``) and ``auto`` (whatever ``create_backend("auto")``
 picks, as the streaming CLI does). A backend the machine lacks is reported as ``skipped`` with the
 reason.
@@ -40,9 +40,9 @@ import torch
 from dstfuse_stream.backends.base import FusionBackend
 from dstfuse_stream.errors import ConfigError
 from dstfuse_stream.model import DSTFuse
+from dstfuse_stream.model_stats import count_macs
 
 from .memory import PeakMemory
-from dstfuse_stream.model_stats import count_macs
 from .stats import summarize_latencies
 
 __all__ = [
@@ -54,7 +54,6 @@ __all__ = [
     "build_backend",
     "onnx_exporter",
     "time_calls",
-    "parse_resolution",
     "run_case",
     "run_model_benchmarks",
 ]
@@ -98,18 +97,6 @@ BACKEND_SPECS: dict[str, BackendSpec] = {
         BackendSpec("auto", "auto", "auto", precision="default"),
     )
 }
-
-
-def parse_resolution(text: str) -> tuple[int, int]:
-    """``"640x512"`` -> ``(640, 512)`` (width, height)."""
-    parts = text.lower().strip().split("x")
-    try:
-        width, height = (int(p) for p in parts)
-    except ValueError:
-        raise ConfigError(f"resolution {text!r}: expected WIDTHxHEIGHT, e.g. 640x512") from None
-    if width < 1 or height < 1:
-        raise ConfigError(f"resolution {text!r}: expected positive width and height")
-    return width, height
 
 
 def backend_unavailable_reason(spec: BackendSpec) -> str | None:
@@ -290,7 +277,7 @@ def onnx_exporter(model: DSTFuse, folder: Path, preset: str, cache: dict[str, Pa
 
     def get() -> Path:
         if preset not in cache:
-            from dstfuse_export.onnx_export import export_onnx
+            from dstfuse_stream.backends.onnx_export import export_onnx
 
             t0 = time.perf_counter()
             result = export_onnx(  # parity-checked against torch on one small odd size (cheap)

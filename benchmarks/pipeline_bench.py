@@ -3,18 +3,19 @@
 For one IR/visible clip pair and one backend, in this order:
 
 1. **model only**: ``backend.fuse`` on the clip's own frames (``2 * model_iters`` pairs spread evenly
-   over the frames the pipeline fuses, decoded and prepared beforehand, so the speed's dependence on
-   content is the same), the call the pipeline makes; half of the pairs before step 2 (after a
+   over the frames the pipeline fuses, decoded and prepared beforehand with
+   :meth:`~dstfuse_stream.fuser.Fuser.prepare`, so the speed's dependence on content is the same),
+   the call the pipeline makes (uint8 luma planes); half of the pairs before step 2 (after a
    warm-up), the other half after step 3, summarised together; ``before``/``after`` show drift;
 2. **pipeline**: :class:`dstfuse_stream.pipeline.FusionPipeline` (reader threads -> fusion ->
    writer thread) with a :class:`~dstfuse_stream.sinks.VideoSink` and its own per-frame
    :class:`~dstfuse_stream.sinks.TimingLog` (JSON Lines); per-stage statistics are computed from
    that log (``read`` = decode, ``pair``, ``preprocess``, ``fuse``, ``postprocess``, ``encode``,
    ``latency`` end to end);
-3. **naive loop**: one thread reads a frame from each stream, prepares, fuses, finishes and encodes
-   it, then the next: the same building blocks (:class:`VideoFileSource`, :func:`prepare_pair`,
-   ``backend.fuse``, :func:`finish_fused`, :class:`VideoSink` with the same codec), no threads,
-   no queues.
+3. **naive loop**: one thread reads a frame from each stream, fuses it with
+   :meth:`~dstfuse_stream.fuser.Fuser.process` (prepare, fuse, finish) and encodes it, then the
+   next: the same building blocks (the same sources, :class:`~dstfuse_stream.fuser.Fuser`,
+   :class:`VideoSink` with the same codec), no threads, no queues.
 
 Ratios reported: ``pipeline fps / model-only fps`` (below 1: the overhead the threads fail to
 hide), ``naive fps / model-only fps`` and ``pipeline fps / naive fps``. Because a shared machine can
@@ -37,9 +38,10 @@ import numpy as np
 
 from dstfuse_stream.backends.base import FusionBackend
 from dstfuse_stream.errors import SourceError
-from dstfuse_stream.pipeline import FusionPipeline, PipelineConfig, finish_fused, prepare_pair
+from dstfuse_stream.fuser import Fuser
+from dstfuse_stream.pipeline import FusionPipeline, PipelineConfig
 from dstfuse_stream.sinks import TIMING_COLUMNS, TimingLog, VideoSink
-from dstfuse_stream.sources import VideoFileSource
+from dstfuse_stream.sources import VideoFileSource, open_source
 
 from .model_bench import time_calls
 from .stats import summarize_latencies
@@ -117,23 +119,29 @@ def sample_indices(frames: int, count: int) -> list[int]:
 def load_prepared_frames(
     ir_path: Path, vis_path: Path, indices: list[int]
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Decode the pairs at ``indices`` and prepare them as the pipeline does: float32 ``(H, W)`` IR and visible luma."""
+    """Decode the pairs at ``indices`` and prepare them as the pipeline does: uint8 ``(H, W)`` IR and
+    visible luma, what the pipeline hands the backend."""
     wanted = sorted(set(indices))
     found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    with VideoFileSource(ir_path) as ir_src, VideoFileSource(vis_path) as vis_src:
+    fuser = Fuser(backend=_NoFusion())
+    with open_source(ir_path, role="ir") as ir_src, open_source(vis_path, role="vis") as vis_src:
         for ir_frame, vis_frame in zip(ir_src.frames(), vis_src.frames()):
             if ir_frame.index in wanted:
-                prepared = prepare_pair(ir_frame.image, vis_frame.image)
-                found[ir_frame.index] = (
-                    prepared.ir_y.astype(np.float32) / np.float32(255.0),
-                    prepared.vis_y.astype(np.float32) / np.float32(255.0),
-                )
+                prepared = fuser.prepare(ir_frame.image, vis_frame.image)
+                found[ir_frame.index] = (prepared.ir_y, prepared.vis_y)
             if ir_frame.index >= wanted[-1]:
                 break
     missing = [i for i in wanted if i not in found]
     if missing:
         raise SourceError(f"{ir_path} / {vis_path}: frames {missing} not found")
     return [found[i] for i in indices]
+
+
+class _NoFusion:
+    """Stands in for a backend where only :meth:`Fuser.prepare` is used."""
+
+    def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:  # pragma: no cover - never called
+        raise NotImplementedError
 
 
 def run_model_only(
@@ -170,11 +178,12 @@ def run_pipeline(
     fps: float,
 ) -> dict[str, Any]:
     """Run :class:`FusionPipeline` on the clip (lossless, index pairing); stats from its timing log."""
-    ir_src, vis_src = VideoFileSource(ir_path), VideoFileSource(vis_path)
+    ir_src, vis_src = open_source(ir_path, role="ir"), open_source(vis_path, role="vis")
     sink = VideoSink(out_video, fps=fps)
     config = PipelineConfig(sync="lossless", pairing="index", max_frames=max_frames)
     t0 = time.perf_counter()
-    with FusionPipeline(ir_src, vis_src, backend, sinks=[sink], config=config, timing_log=TimingLog(timing_log)) as pipe:
+    fuser = Fuser(backend=backend)  # not closed here: the caller owns the backend
+    with FusionPipeline(ir_src, vis_src, fuser, sinks=[sink], config=config, timing_log=TimingLog(timing_log)) as pipe:
         summary = pipe.run()
     wall_s = time.perf_counter() - t0
     rows = read_timing_log(timing_log)
@@ -208,8 +217,9 @@ def run_naive_loop(
     ``preprocess_ms``, ``fuse_ms``, ``postprocess_ms``, ``encode_ms``, ``latency_ms`` (all of them).
     """
     rows: list[dict[str, float]] = []
+    fuser = Fuser(backend=backend)  # not closed here: the caller owns the backend
     t0 = time.perf_counter()
-    with VideoFileSource(ir_path) as ir_src, VideoFileSource(vis_path) as vis_src, VideoSink(
+    with open_source(ir_path, role="ir") as ir_src, open_source(vis_path, role="vis") as vis_src, VideoSink(
         out_video, fps=fps, codec=codec
     ) as sink:
         ir_frames, vis_frames = ir_src.frames(), vis_src.frames()
@@ -218,22 +228,14 @@ def run_naive_loop(
             ir_frame, vis_frame = next(ir_frames, None), next(vis_frames, None)
             if ir_frame is None or vis_frame is None:
                 break
-            t_prep = time.perf_counter()
-            prepared = prepare_pair(ir_frame.image, vis_frame.image)
-            ir_f = prepared.ir_y.astype(np.float32) / np.float32(255.0)
-            vis_f = prepared.vis_y.astype(np.float32) / np.float32(255.0)
             t_fuse = time.perf_counter()
-            fused = backend.fuse(ir_f, vis_f)
-            t_post = time.perf_counter()
-            _, output = finish_fused(fused, prepared)
+            fused = fuser.process(ir_frame.image, vis_frame.image)
             t_enc = time.perf_counter()
-            sink.write_image(output, timestamp_s=vis_frame.timestamp_s)
+            sink.write(fused.fused, index=len(rows), timestamp_s=vis_frame.timestamp_s)
             t_end = time.perf_counter()
             rows.append({
-                "read_ms": (t_prep - t_read) * 1e3,
-                "preprocess_ms": (t_fuse - t_prep) * 1e3,
-                "fuse_ms": (t_post - t_fuse) * 1e3,
-                "postprocess_ms": (t_enc - t_post) * 1e3,
+                "read_ms": (t_fuse - t_read) * 1e3,
+                **fused.timings,
                 "encode_ms": (t_end - t_enc) * 1e3,
                 "latency_ms": (t_end - t_read) * 1e3,
             })

@@ -1,31 +1,13 @@
-"""Summary statistics of latency samples: percentiles, median, throughput.
-
-Pure python (no numpy) so the numbers are easy to check by hand; :func:`percentile` uses the same
-linear interpolation between closest ranks as ``numpy.percentile``'s default.
-"""
+"""Summary statistics of latency samples: median, p90, p99 (``numpy.percentile``, linear), throughput."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
-__all__ = ["percentile", "summarize_latencies"]
+import numpy as np
 
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) of ``values``, interpolating linearly between closest ranks.
-
-    ``percentile([1, 2, 3, 4], 50) == 2.5``; ``percentile([5], 99) == 5``.
-    """
-    if not values:
-        raise ValueError("percentile: expected at least one value, got an empty sequence")
-    if not 0.0 <= q <= 100.0:
-        raise ValueError(f"percentile: expected q in [0, 100], got {q}")
-    ordered = sorted(float(v) for v in values)
-    rank = q / 100.0 * (len(ordered) - 1)
-    lo = math.floor(rank)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
+__all__ = ["summarize_latencies"]
 
 
 def summarize_latencies(latencies_s: Sequence[float], *, frames_per_call: int = 1) -> dict[str, float | int]:
@@ -37,23 +19,25 @@ def summarize_latencies(latencies_s: Sequence[float], *, frames_per_call: int = 
 
     Returns:
         ``{"n", "median_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "fps"}`` where
+        percentiles are ``numpy.percentile``'s default (linear between closest ranks) and
         ``fps = frames_per_call * n / sum(latencies_s)`` (sustained throughput of back-to-back calls).
     """
-    if not latencies_s:
+    if len(latencies_s) == 0:
         raise ValueError("summarize_latencies: expected at least one latency, got none")
     if frames_per_call < 1:
         raise ValueError(f"summarize_latencies: expected frames_per_call >= 1, got {frames_per_call}")
-    if any(not math.isfinite(t) or t < 0 for t in latencies_s):
+    values = np.asarray(latencies_s, dtype=np.float64)
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
         raise ValueError("summarize_latencies: expected finite non-negative latencies")
-    total_s = math.fsum(latencies_s)
-    n = len(latencies_s)
+    total_s = math.fsum(values.tolist())
+    median, p90, p99 = np.percentile(values, [50, 90, 99]) * 1e3
     return {
-        "n": n,
-        "median_ms": percentile(latencies_s, 50) * 1e3,
-        "p90_ms": percentile(latencies_s, 90) * 1e3,
-        "p99_ms": percentile(latencies_s, 99) * 1e3,
-        "mean_ms": total_s / n * 1e3,
-        "min_ms": min(latencies_s) * 1e3,
-        "max_ms": max(latencies_s) * 1e3,
-        "fps": frames_per_call * n / total_s if total_s > 0 else math.inf,
+        "n": int(values.size),
+        "median_ms": float(median),
+        "p90_ms": float(p90),
+        "p99_ms": float(p99),
+        "mean_ms": total_s / values.size * 1e3,
+        "min_ms": float(values.min()) * 1e3,
+        "max_ms": float(values.max()) * 1e3,
+        "fps": frames_per_call * values.size / total_s if total_s > 0 else math.inf,
     }

@@ -24,22 +24,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dstfuse_stream.backends.precision import PRECISIONS
+from dstfuse_stream.cliutil import arg_type, run_command
 from dstfuse_stream.errors import DSTFuseError, StreamMismatchError
+from dstfuse_stream.geometry import parse_size_wh
 
 __all__ = ["main", "run_cli", "build_parser"]
 
 PROG = "dstfuse-stream"
 logger = logging.getLogger(__name__)
-
-
-def _parse_wh(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WxH such as 640x480, got {text!r}") from None
-    if w < 1 or h < 1:
-        raise argparse.ArgumentTypeError(f"expected positive sides, got {text!r}")
-    return w, h
 
 
 def _positive_int(text: str) -> int:
@@ -84,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--backend", default="auto", help="auto | torch | onnx | tensorrt (default auto)")
     model.add_argument("--weights", help="checkpoint/engine path (default: the shipped weights)")
     model.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    model.add_argument("--precision", choices=("fp32", "fp16"),
-                       help="default: the backend's (fp16 for TensorRT/GPU auto, fp32 otherwise)")
+    model.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="auto (default): fp16 on CUDA/TensorRT, fp32 on CPU; bf16 and int8 are not implemented yet")
     run = p.add_argument_group("pipeline")
     run.add_argument("--sync", choices=("auto", "lossless", "latest"), default="auto",
                      help="lossless: block, keep every frame; latest: drop oldest (live); auto: latest for live sources")
@@ -96,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--queue-size", type=_positive_int, default=4, help="capacity of each queue")
     run.add_argument("--max-frames", type=_positive_int, help="stop after this many fused frames")
     run.add_argument("--max-size", type=_positive_int, help="fuse at most this many pixels on the longer side")
-    run.add_argument("--resize", type=_parse_wh, metavar="WxH", help="fuse at exactly this size")
+    run.add_argument("--resize", type=arg_type(parse_size_wh), metavar="WxH", help="fuse at exactly this size")
     run.add_argument("--homography", help="3x3 IR->visible homography (.txt, .npy, .json) to warp IR onto visible")
     misc = p.add_argument_group("misc")
     misc.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -121,20 +114,6 @@ def _default_summary_path(args: argparse.Namespace) -> Path | None:
         p = Path(args.preview)
         return p.with_name(p.stem + ".summary.json")
     return None
-
-
-def _open_sources(args: argparse.Namespace) -> tuple[Any, Any]:
-    from dstfuse_stream.sources import open_pairs, open_source
-
-    if args.pairs:
-        return open_pairs(args.pairs, split=args.split, fps=args.fps)
-    ir = open_source(args.ir, role="ir", fps=args.fps, timeout_s=args.timeout_s)
-    try:
-        vis = open_source(args.vis, role="vis", fps=args.fps, timeout_s=args.timeout_s)
-    except BaseException:
-        ir.close()
-        raise
-    return ir, vis
 
 
 def _make_sinks(args: argparse.Namespace, *, fps: float, vfr: bool) -> list[Any]:
@@ -178,31 +157,30 @@ def _install_signal_handlers(request_stop: Callable[[], None], received: list[in
     return restore
 
 
-def _resolved_config(args: argparse.Namespace, argv: list[str], pipeline: Any, backend: Any, sinks: list[Any]) -> dict:
+def _resolved_config(args: argparse.Namespace, argv: list[str], pipeline: Any, sinks: list[Any]) -> dict:
     import dstfuse_stream
 
-    model_config = getattr(backend, "config", None)
+    fuser = pipeline.fuser
+    model_config = fuser.model_config
     return {
         "command": [PROG, *argv],
         "args": vars(args),
         "pipeline": pipeline.config.to_dict(),
-        "resolved": {
-            "sync": pipeline.sync,
-            "pairing": pipeline.pairing,
-            "tolerance_s": pipeline.tolerance_s,
-        },
+        "resolved": {"sync": pipeline.sync, "pairing": pipeline.pairing, "tolerance_s": pipeline.tolerance_s},
         "sources": {role: src.describe() for role, src in pipeline.sources.items()},
-        "backend": backend.describe() if hasattr(backend, "describe") else type(backend).__name__,
-        "backend_selection": getattr(backend, "selection_reason", None),
+        "backend": fuser.backend.describe(),
+        "backend_selection": fuser.backend.selection_reason,
+        "output": fuser.output,
         "model_config": model_config.to_dict() if hasattr(model_config, "to_dict") else None,
-        "homography": None if pipeline.homography is None else pipeline.homography.tolist(),
+        "homography": None if fuser.homography is None else fuser.homography.tolist(),
         "outputs": [s.describe() for s in sinks],
         "version": dstfuse_stream.__version__,
     }
 
 
 def run_cli(argv: list[str] | None = None, *, fuser: Any = None) -> int:
-    """:func:`main` with an optional ready-made ``fuser`` replacing ``--backend`` (tests, embedding)."""
+    """:func:`main` with an optional ready-made ``fuser`` (a backend object) replacing ``--backend``
+    (tests, embedding)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["register"]:
         from dstfuse_stream.registration import main as register_main
@@ -215,18 +193,14 @@ def run_cli(argv: list[str] | None = None, *, fuser: Any = None) -> int:
     if not args.pairs and not (args.ir and args.vis):
         parser.error("give both --ir and --vis, or --pairs ROOT")
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
-    for name in ("dstfuse_stream", "export"):  # --log-level applies to this project, not to every library
-        logging.getLogger(name).setLevel(getattr(logging, args.log_level))
+    logging.getLogger("dstfuse_stream").setLevel(getattr(logging, args.log_level))  # this project, not every library
 
     import cv2
 
     cv_level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # one line per error, not OpenCV's warnings
     try:
-        return _run(args, argv, fuser=fuser)
-    except DSTFuseError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return run_command(PROG, _run, args, argv, fuser=fuser)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -234,52 +208,53 @@ def run_cli(argv: list[str] | None = None, *, fuser: Any = None) -> int:
         cv2.utils.logging.setLogLevel(cv_level)
 
 
-def _run(args: argparse.Namespace, argv: list[str], *, fuser: Any) -> int:
-    from dstfuse_stream.pipeline import FusionPipeline, PipelineConfig
-    from dstfuse_stream.sinks import TimingLog, write_json
+def _open(args: argparse.Namespace, backend: Any) -> tuple[Any, list[Any], Any]:
+    """Sources, fuser (before any output file exists), sinks, timing log -> the pipeline via :func:`stream`."""
+    from dstfuse_stream.fuser import Fuser
+    from dstfuse_stream.sinks import TimingLog
+    from dstfuse_stream.sources import open_source_pair
+    from dstfuse_stream.streaming import stream
 
-    config = PipelineConfig(
-        sync=args.sync,
-        pairing=args.pairing,
-        tolerance_s=None if args.tolerance_ms is None else args.tolerance_ms / 1000.0,
-        queue_size=args.queue_size,
-        max_frames=args.max_frames,
-        resize_wh=args.resize,
-        max_size=args.max_size,
-        gray=args.gray,
-        progress=not args.no_progress and sys.stderr.isatty(),
-    )
     homography = None
     if args.homography:
         from dstfuse_stream.registration import load_homography
 
         homography = load_homography(args.homography)
-    ir_src, vis_src = _open_sources(args)
+    ir_src, vis_src = open_source_pair(args.ir, args.vis, pairs=args.pairs, split=args.split, fps=args.fps, timeout_s=args.timeout_s)
     if not (args.out or args.out_frames or args.preview or args.timing_log):
         logger.warning("no output given (--out, --out-frames, --preview, --timing-log): fusing without writing")
     owned: list[Any] = [ir_src, vis_src]
     try:
-        if fuser is None:
-            from dstfuse_stream.backends import create_backend
-
-            fuser = create_backend(args.backend, weights=args.weights, device=args.device, precision=args.precision)
-            owned.append(fuser)
-        if hasattr(fuser, "describe"):
-            logger.info("backend: %s", fuser.describe())
+        output = "gray" if args.gray else "bgr"
+        if backend is None:
+            fuser = Fuser(args.weights, args.backend, args.device, args.precision, homography=homography, output=output)
+        else:
+            fuser = Fuser(backend=backend, homography=homography, output=output)
+        owned.append(fuser)
+        logger.info("fuser: %s", fuser.describe())
         fps = args.out_fps or vis_src.fps or ir_src.fps or 30.0
         sinks = _make_sinks(args, fps=fps, vfr=ir_src.is_live or vis_src.is_live)
         owned.extend(sinks)
         timing_log = TimingLog(args.timing_log) if args.timing_log else None
         owned.append(timing_log)
-        pipeline = FusionPipeline(
-            ir_src, vis_src, fuser, sinks=sinks, config=config, homography=homography, timing_log=timing_log
+        pipeline = stream(
+            ir_src, vis_src, fuser=fuser, sinks=sinks, timing_log=timing_log,
+            sync=args.sync, pairing=args.pairing, tolerance_s=None if args.tolerance_ms is None else args.tolerance_ms / 1000.0,
+            queue_size=args.queue_size, max_frames=args.max_frames, resize_wh=args.resize, max_size=args.max_size,
+            progress=not args.no_progress and sys.stderr.isatty(),
         )
     except BaseException:
         for item in reversed(owned):
             if item is not None:
                 item.close()
         raise
+    return pipeline, sinks, fuser
 
+
+def _run(args: argparse.Namespace, argv: list[str], *, fuser: Any) -> int:
+    from dstfuse_stream.sinks import write_json
+
+    pipeline, sinks, fuser = _open(args, fuser)
     received: list[int] = []
     restore = _install_signal_handlers(pipeline.request_stop, received)
     error: BaseException | None = None
@@ -290,8 +265,7 @@ def _run(args: argparse.Namespace, argv: list[str], *, fuser: Any) -> int:
         error = exc
     finally:
         restore()
-        if hasattr(fuser, "close") and fuser in owned:
-            fuser.close()
+        fuser.close()
 
     summary = pipeline.summary
     if summary is not None:
@@ -303,7 +277,7 @@ def _run(args: argparse.Namespace, argv: list[str], *, fuser: Any) -> int:
             print(f"wrote {summary.frames_written} frames to {outputs}")
         summary_path = _default_summary_path(args)
         if summary_path is not None:
-            data = {"summary": summary.to_dict(), "config": _resolved_config(args, argv, pipeline, fuser, sinks)}
+            data = {"summary": summary.to_dict(), "config": _resolved_config(args, argv, pipeline, sinks)}
             try:
                 write_json(summary_path, data)
             except DSTFuseError as exc:

@@ -7,6 +7,9 @@ escaping is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 __all__ = [
     "DSTFuseError",
     "CheckpointError",
@@ -16,6 +19,7 @@ __all__ = [
     "SourceError",
     "StreamMismatchError",
     "SinkError",
+    "require_module",
 ]
 
 
@@ -49,3 +53,18 @@ class StreamMismatchError(DSTFuseError):
 
 class SinkError(DSTFuseError):
     """An output (video file, image folder) cannot be written."""
+
+
+def require_module(name: str, *, purpose: str, install: str) -> ModuleType:
+    """``import name``, or raise :class:`BackendError` saying what needs it and how to install it.
+
+    Optional dependencies (onnx, onnxruntime, onnxscript, onnx-ir, tensorrt...) are imported through
+    this, so that a missing one is the package's own error and ``backend="auto"`` can fall back.
+    """
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # ImportError, or OSError from a wheel whose native libraries are missing
+        raise BackendError(
+            f"{purpose} needs the Python package {name!r}, which is not usable here "
+            f"({type(exc).__name__}: {exc}); install it with: {install}"
+        ) from exc

@@ -16,21 +16,76 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dstfuse_stream.errors import SourceError
+from dstfuse_stream.errors import DSTFuseError, InputShapeError, SourceError
+from dstfuse_stream.geometry import fit_max_side_wh
 
-__all__ = ["IMAGE_SUFFIXES", "read_bgr", "read_gray", "to_gray", "list_images", "list_pairs", "resize_max_side"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "check_image",
+    "read_bgr",
+    "read_luma",
+    "read_gray",
+    "to_gray",
+    "list_images",
+    "list_pairs",
+    "resize_max_side",
+]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 _IR_DIRS = ("ir", "infrared", "IR", "Inf")
 _VIS_DIRS = ("vi", "vis", "visible", "VI", "Vis")
 
 
+def check_image(
+    image: object,
+    name: str,
+    *,
+    dtypes: tuple[type, ...] = (np.uint8,),
+    channels: tuple[int, ...] = (1, 3),
+    error: type[DSTFuseError] = InputShapeError,
+) -> np.ndarray:
+    """The one image validator: a non-empty ``(H, W)`` or ``(H, W, C)`` array of an accepted dtype.
+
+    Returns the image with one channel as ``(H, W)`` and BGRA as BGR (a copy only then). ``channels``
+    lists what is accepted after that (1 = gray ``(H, W)``, 3 = BGR). Raises ``error`` (default
+    :class:`InputShapeError`; sources pass :class:`SourceError`, sinks :class:`SinkError`) saying what
+    was expected and what came.
+    """
+    expected = " or ".join(["(H, W)"] * (1 in channels) + ["(H, W, 3) BGR"] * (3 in channels))
+    kinds = "/".join(np.dtype(d).name for d in dtypes)
+    if not isinstance(image, np.ndarray):
+        raise error(f"{name}: expected a numpy {kinds} array {expected}, got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    elif image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    got_channels = 1 if image.ndim == 2 else image.shape[2] if image.ndim == 3 else None
+    if got_channels not in channels or 0 in image.shape[:2]:
+        raise error(f"{name}: expected a non-empty {kinds} image {expected}, got shape {image.shape}")
+    if image.dtype not in [np.dtype(d) for d in dtypes]:
+        raise error(f"{name}: expected dtype {kinds}, got {image.dtype}")
+    return image
+
+
 def read_bgr(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image as ``(H, W, 3)`` uint8 BGR (gray files are expanded to 3 channels)."""
+    return _imread(path, cv2.IMREAD_COLOR)
+
+
+def read_luma(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image straight to its luma, uint8 ``(H, W)`` (decoders give it without a BGR image).
+
+    OpenCV's ``IMREAD_GRAYSCALE``: a JPEG's own Y plane; other colour files via ``BGR2GRAY``, which
+    rounds differently from :func:`to_gray` by at most 1. Used for IR frames.
+    """
+    return _imread(path, cv2.IMREAD_GRAYSCALE)
+
+
+def _imread(path: str | os.PathLike[str], flags: int) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"image {str(path)!r}: file not found")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = cv2.imread(str(path), flags)
     if img is None or img.size == 0:
         raise SourceError(f"image {str(path)!r}: not a readable image (expected one of {sorted(IMAGE_SUFFIXES)})")
     return img
@@ -50,10 +105,9 @@ def to_gray(img: np.ndarray) -> np.ndarray:
 def resize_max_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
     """Shrink (``INTER_AREA``) so the longest side is at most ``max_side``; never enlarges; ``None`` = as is."""
     h, w = image.shape[:2]
-    if max_side is None or max(h, w) <= max_side:
+    size_wh = fit_max_side_wh((w, h), max_side)
+    if size_wh == (w, h):
         return image
-    scale = max_side / max(h, w)
-    size_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
     return cv2.resize(image, size_wh, interpolation=cv2.INTER_AREA)
 
 

@@ -1,4 +1,4 @@
-"""Pairing IR and visible frames, and bringing each pair onto one pixel grid.
+"""Pairing IR and visible frames (geometry, i.e. bringing a pair onto one grid, is in :mod:`dstfuse_stream.geometry`).
 
 Pairing policies (:class:`StreamPairer`):
 
@@ -11,10 +11,6 @@ Pairing policies (:class:`StreamPairer`):
   before the other stream's current frame can no longer be matched and is dropped; among frames
   within tolerance the closest one wins (one frame of look-ahead on the earlier stream). Dropped
   frames are counted per stream. Pairing stops when either stream ends.
-
-Geometry (:func:`align_ir`): the visible frame defines the output grid. With a homography the IR
-frame is warped onto it (:func:`dstfuse_stream.registration.warp_to`); otherwise, when sizes differ,
-the IR frame is resized to the visible size (no cropping; aspect ratio follows the visible frame).
 """
 
 from __future__ import annotations
@@ -23,9 +19,6 @@ import logging
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-
-import cv2
-import numpy as np
 
 from dstfuse_stream.errors import ConfigError
 from dstfuse_stream.sources import Frame
@@ -37,9 +30,6 @@ __all__ = [
     "pair_streams",
     "resolve_pairing",
     "default_tolerance_s",
-    "align_ir",
-    "processing_size_wh",
-    "resize_to",
     "PAIRING_POLICIES",
 ]
 
@@ -255,68 +245,3 @@ def pair_streams(
             yield pair
         elif pairer.need() is None and not pairer.done:  # pragma: no cover - defensive
             raise RuntimeError("pairing made no progress")
-
-
-# ---------------------------------------------------------------------------------------------
-# geometry
-
-
-def processing_size_wh(
-    size_wh: tuple[int, int],
-    *,
-    resize_wh: tuple[int, int] | None = None,
-    max_size: int | None = None,
-) -> tuple[int, int]:
-    """The size frames are fused at: ``resize_wh`` if given; else shrunk (aspect kept, even sides)
-    so the longer side is at most ``max_size``; else unchanged."""
-    if resize_wh is not None:
-        w, h = resize_wh
-        if w < 1 or h < 1:
-            raise ConfigError(f"resize: expected a positive WxH, got {w}x{h}")
-        return int(w), int(h)
-    w, h = size_wh
-    if max_size is None or max(w, h) <= max_size:
-        return w, h
-    if max_size < 2:
-        raise ConfigError(f"max_size: expected >= 2, got {max_size}")
-    scale = max_size / max(w, h)
-    return max(2, 2 * round(w * scale / 2)), max(2, 2 * round(h * scale / 2))
-
-
-def resize_to(image: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
-    """Resize to ``size_wh`` (area interpolation when shrinking, bilinear when enlarging)."""
-    h, w = image.shape[:2]
-    if (w, h) == tuple(size_wh):
-        return image
-    shrink = size_wh[0] * size_wh[1] < w * h
-    return cv2.resize(image, tuple(size_wh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-def _scale_matrix(src_wh: tuple[int, int], dst_wh: tuple[int, int]) -> np.ndarray:
-    """Pixel-centre-exact map from a ``src_wh`` grid to a ``dst_wh`` grid (as ``cv2.resize`` samples)."""
-    sx, sy = dst_wh[0] / src_wh[0], dst_wh[1] / src_wh[1]
-    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
-
-
-def align_ir(
-    ir: np.ndarray,
-    vis_size_wh: tuple[int, int],
-    *,
-    size_wh: tuple[int, int] | None = None,
-    homography: np.ndarray | None = None,
-) -> np.ndarray:
-    """Bring ``ir`` onto the visible frame's grid, sampled at ``size_wh`` (default: the visible size).
-
-    With ``homography`` (IR -> visible pixels) the IR frame is warped; otherwise it is resized. The
-    resize to the processing size is folded into the same single interpolation.
-    """
-    vis_size_wh = (int(vis_size_wh[0]), int(vis_size_wh[1]))
-    size_wh = vis_size_wh if size_wh is None else (int(size_wh[0]), int(size_wh[1]))
-    if homography is None:
-        return resize_to(ir, size_wh)
-    from dstfuse_stream.registration import warp_to
-
-    h = np.asarray(homography, dtype=np.float64)
-    if size_wh != vis_size_wh:
-        h = _scale_matrix(vis_size_wh, size_wh) @ h
-    return warp_to(ir, h, size_wh)

@@ -3,8 +3,8 @@
     python -m dstfuse_stream.preview --pairs ../shared/data/llvip --out outputs/llvip_preview.png \\
         --names 010001 010005 --max-width 640
 
-The luma (Y) is fused with a :class:`~dstfuse_stream.backends.torch_backend.TorchBackend` at full
-resolution; the visible chroma (Cr, Cb) is kept (:mod:`dstfuse_stream.colour`). Each row is
+Each pair goes through :meth:`dstfuse_stream.fuser.Fuser.process` (torch backend) at full resolution:
+the luma (Y) is fused, the visible chroma (Cr, Cb) kept, IR brought to the visible size. Each row is
 :func:`dstfuse_stream.visualize.side_by_side` of one pair, every panel downscaled to one common width
 (at most ``--max-width`` pixels) so the file stays small.
 """
@@ -21,12 +21,14 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from dstfuse_stream.colour import float_to_uint8, merge_luma, split_luma
-from dstfuse_stream.errors import ConfigError, DSTFuseError, SinkError, StreamMismatchError
-from dstfuse_stream.imageio import list_pairs, read_bgr, to_gray
+from dstfuse_stream.cliutil import run_command
+from dstfuse_stream.errors import ConfigError, SinkError
+from dstfuse_stream.fuser import Fuser
+from dstfuse_stream.geometry import resize_to
+from dstfuse_stream.imageio import list_pairs, read_bgr
 from dstfuse_stream.visualize import side_by_side
 
-__all__ = ["select_pairs", "fuse_colour", "build_preview", "main"]
+__all__ = ["select_pairs", "build_preview", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,27 +51,11 @@ def select_pairs(
     return chosen[:limit] if limit is not None else chosen
 
 
-def fuse_colour(backend, ir_bgr: np.ndarray, vis_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fuse IR luma with visible luma; return ``(ir_gray uint8, fused BGR uint8)`` keeping visible chroma."""
-    ir = to_gray(ir_bgr)
-    if ir.shape != vis_bgr.shape[:2]:
-        raise StreamMismatchError(
-            f"pair: IR is {ir.shape[1]}x{ir.shape[0]}, visible is {vis_bgr.shape[1]}x{vis_bgr.shape[0]}; expected one size"
-        )
-    vis_y, crcb = split_luma(vis_bgr)
-    fused_y = backend.fuse(ir, vis_y)
-    return ir, merge_luma(float_to_uint8(fused_y), crcb)
-
-
 def _resize_width(img: np.ndarray, width: int) -> np.ndarray:
-    if img.shape[1] == width:
-        return img
-    height = max(1, round(img.shape[0] * width / img.shape[1]))
-    interp = cv2.INTER_AREA if width < img.shape[1] else cv2.INTER_LINEAR
-    return cv2.resize(img, (width, height), interpolation=interp)
+    return resize_to(img, (width, max(1, round(img.shape[0] * width / img.shape[1]))))
 
 
-def build_preview(backend, pairs: Sequence[tuple[Path, Path]], *, max_width: int = 640) -> np.ndarray:
+def build_preview(fuser: Fuser, pairs: Sequence[tuple[Path, Path]], *, max_width: int = 640) -> np.ndarray:
     """Stack one ``side_by_side(ir, vis, fused)`` row per pair into a BGR uint8 image."""
     if max_width < 16:
         raise ConfigError(f"max_width: expected >= 16 pixels, got {max_width}")
@@ -79,9 +65,9 @@ def build_preview(backend, pairs: Sequence[tuple[Path, Path]], *, max_width: int
     width = min(max_width, *(vis.shape[1] for _, vis in loaded))
     rows = []
     for (ir_path, _), (ir_bgr, vis_bgr) in zip(pairs, loaded):
-        ir, fused = fuse_colour(backend, ir_bgr, vis_bgr)
-        rows.append(side_by_side(_resize_width(ir, width), _resize_width(vis_bgr, width), _resize_width(fused, width)))
-        logger.info("fused %s (%dx%d)", ir_path.name, ir.shape[1], ir.shape[0])
+        frame = fuser.process(ir_bgr, vis_bgr)
+        rows.append(side_by_side(*(_resize_width(x, width) for x in (frame.ir, frame.vis, frame.fused))))
+        logger.info("fused %s (%dx%d)", ir_path.name, frame.ir.shape[1], frame.ir.shape[0])
     return np.vstack(rows)
 
 
@@ -98,13 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> Path:
-    from dstfuse_stream.backends.torch_backend import TorchBackend
-
     if args.limit < 1:
         raise ConfigError(f"--limit: expected >= 1, got {args.limit}")
     pairs = select_pairs(list_pairs(args.pairs), names=args.names, limit=args.limit)
-    with TorchBackend(weights=args.weights, device=args.device) as backend:
-        image = build_preview(backend, pairs, max_width=args.max_width)
+    with Fuser(args.weights, backend="torch", device=args.device) as fuser:
+        image = build_preview(fuser, pairs, max_width=args.max_width)
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise SinkError(f"--out {str(out)!r}: expected a .png path")
@@ -114,17 +98,17 @@ def run(args: argparse.Namespace) -> Path:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        out = run(args)
-    except DSTFuseError as exc:
-        print(f"preview: error: {exc}", file=sys.stderr)
-        return 2
+def _write_preview(args: argparse.Namespace) -> int:
+    out = run(args)
     image = cv2.imread(os.fspath(out))
     print(f"wrote {out} ({image.shape[1]}x{image.shape[0]}, {out.stat().st_size / 1024:.0f} KiB)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run_command("preview", _write_preview, args)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dstfuse_stream.errors import ConfigError, DSTFuseError
+from dstfuse_stream.cliutil import run_command
+from dstfuse_stream.errors import ConfigError
 
 __all__ = [
     "load_homography",
@@ -198,17 +199,14 @@ def _build_parser(prog: str) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, *, prog: str = "python -m dstfuse_stream.registration") -> int:
     """Command line: estimate and save a homography; prints it and the reprojection error."""
-    parser = _build_parser(prog)
-    args = parser.parse_args(argv)
-    try:
-        ir_pts, vis_pts = read_point_pairs(args.points)
-        h, inliers = estimate_homography(
-            ir_pts, vis_pts, method=args.method, ransac_threshold_px=args.ransac_threshold_px
-        )
-        out = save_homography(args.out, h)
-    except DSTFuseError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+    args = _build_parser(prog).parse_args(argv)
+    return run_command(prog, _register, args)
+
+
+def _register(args: argparse.Namespace) -> int:
+    ir_pts, vis_pts = read_point_pairs(args.points)
+    h, inliers = estimate_homography(ir_pts, vis_pts, method=args.method, ransac_threshold_px=args.ransac_threshold_px)
+    out = save_homography(args.out, h)
     err = reprojection_errors(h, ir_pts[inliers], vis_pts[inliers])
     print(np.array2string(h, precision=6, suppress_small=True))
     print(

@@ -1,7 +1,9 @@
 """Outputs of the pipeline: fused video, image folder, preview video, per-frame timing log.
 
-Every sink has ``write(frame: FusedFrame)`` and an idempotent ``close()``; the pipeline's writer
-thread closes them on every exit path, so a video holds every frame written before an error or
+Sinks take plain uint8 images: ``write(image, *, index, timestamp_s, name)`` and an idempotent
+``close()``. Which image a sink gets from a fused frame is its :attr:`Sink.content`: ``"fused"`` (the
+result) or ``"preview"`` (``ir | vis | fused`` panels, drawn by the pipeline's writer). The writer
+thread closes every sink on every exit path, so a video holds every frame written before an error or
 Ctrl-C and plays.
 
 Video (:class:`VideoSink`): H.264 (libx264, yuv420p) in MP4 via PyAV. yuv420p needs even sides: a
@@ -18,7 +20,6 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any
@@ -27,10 +28,10 @@ import cv2
 import numpy as np
 
 from dstfuse_stream.errors import SinkError
-from dstfuse_stream.visualize import side_by_side
+from dstfuse_stream.imageio import check_image
 
 __all__ = [
-    "FusedFrame",
+    "CONTENTS",
     "Sink",
     "VideoSink",
     "ImageFolderSink",
@@ -74,41 +75,19 @@ TIMING_COLUMNS = (
     "encode_ms",
     "latency_ms",
 )
-
-
-@dataclass
-class FusedFrame:
-    """One fused pair as handed to the sinks (all images at processing size, uint8).
-
-    Attributes:
-        index: output frame number.
-        ir: IR luma after registration/resize ``(H, W)``.
-        vis: visible frame ``(H, W, 3)`` BGR or ``(H, W)`` gray.
-        vis_y: visible luma ``(H, W)``.
-        fused_y: fused luma ``(H, W)``.
-        output: the image written: fused Y + visible CrCb as BGR, or ``fused_y`` for gray output.
-        timestamp_s: visible frame's timestamp.
-        name: source file stem (image folders), else ``None``.
-        captured_s: ``time.monotonic()`` when the later of the two source frames was read.
-        timings: timing-log fields known before writing (see :data:`TIMING_COLUMNS`).
-    """
-
-    index: int
-    ir: np.ndarray
-    vis: np.ndarray
-    vis_y: np.ndarray
-    fused_y: np.ndarray
-    output: np.ndarray
-    timestamp_s: float = 0.0
-    name: str | None = None
-    captured_s: float = 0.0
-    timings: dict[str, Any] = field(default_factory=dict)
+#: What a sink can be given of each fused frame (see :attr:`Sink.content`).
+CONTENTS = ("fused", "preview")
 
 
 class Sink:
-    """Base class: ``write(frame)`` and an idempotent ``close()``; usable as a context manager."""
+    """Base class: ``write(image, ...)`` and an idempotent ``close()``; usable as a context manager."""
 
-    def write(self, frame: FusedFrame) -> None:
+    #: which image of a fused frame the writer hands this sink: ``"fused"`` or ``"preview"``
+    content: str = "fused"
+
+    def write(self, image: np.ndarray, *, index: int = 0, timestamp_s: float | None = None, name: str | None = None) -> None:
+        """Write one uint8 ``(H, W)`` gray or ``(H, W, 3)`` BGR image (``index``: output frame
+        number; ``timestamp_s``: presentation time; ``name``: source file stem, when known)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -133,10 +112,10 @@ def pad_to_even(image: np.ndarray) -> np.ndarray:
     return cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
 
 
-def _content_image(frame: FusedFrame, content: str) -> np.ndarray:
-    if content == "preview":
-        return side_by_side(frame.ir, frame.vis, frame.output)
-    return frame.output
+def _check_content(content: str, label: str) -> str:
+    if content not in CONTENTS:
+        raise SinkError(f"{label}: content {content!r}: expected one of {list(CONTENTS)}")
+    return content
 
 
 def _prepare_parent(path: Path, label: str) -> None:
@@ -177,11 +156,9 @@ class VideoSink(Sink):
         self.path = Path(path)
         label = f"video {str(self.path)!r}"
         self._label = label
-        if content not in ("fused", "preview"):
-            raise SinkError(f"{label}: content {content!r}: expected 'fused' or 'preview'")
+        self.content = _check_content(content, label)
         if not (fps > 0 and math.isfinite(fps)):
             raise SinkError(f"{label}: fps must be a positive number, got {fps}")
-        self.content = content
         self.fps = float(fps)
         self.crf, self.preset, self.vfr = crf, preset, vfr
         self.codec_name = self._pick_codec(codec, fallback_codecs)
@@ -226,16 +203,12 @@ class VideoSink(Sink):
         self._stream = stream
         self._size_wh = (width, height)
 
-    def write(self, frame: FusedFrame) -> None:
-        self.write_image(_content_image(frame, self.content), timestamp_s=frame.timestamp_s)
-
-    def write_image(self, image: np.ndarray, *, timestamp_s: float | None = None) -> None:
+    def write(self, image: np.ndarray, *, index: int = 0, timestamp_s: float | None = None, name: str | None = None) -> None:
         """Encode one ``(H, W, 3)`` BGR or ``(H, W)`` gray uint8 image."""
         av = self._av
         if self._container is None:
             raise SinkError(f"{self._label}: already closed")
-        if image.dtype != np.uint8 or image.ndim not in (2, 3) or 0 in image.shape[:2]:
-            raise SinkError(f"{self._label}: expected a non-empty uint8 image, got {image.shape} {image.dtype}")
+        image = check_image(image, self._label, error=SinkError)
         padded = pad_to_even(image)
         h, w = padded.shape[:2]
         if self._stream is None:
@@ -308,9 +281,7 @@ class ImageFolderSink(Sink):
         if not ext.startswith("."):
             ext = "." + ext
         self.ext = ext.lower()
-        if content not in ("fused", "preview"):
-            raise SinkError(f"{self._label}: content {content!r}: expected 'fused' or 'preview'")
-        self.content = content
+        self.content = _check_content(content, self._label)
         if self.folder.exists() and not self.folder.is_dir():
             raise SinkError(f"{self._label}: exists and is not a folder")
         try:
@@ -320,12 +291,14 @@ class ImageFolderSink(Sink):
         self._used: set[str] = set()
         self.frames_written = 0
 
-    def write(self, frame: FusedFrame) -> None:
-        stem = frame.name if frame.name and frame.name not in self._used else f"{frame.index:06d}"
+    def write(self, image: np.ndarray, *, index: int = 0, timestamp_s: float | None = None, name: str | None = None) -> None:
+        """Write ``image`` as ``<name><ext>`` (or ``<index:06d><ext>``)."""
+        image = check_image(image, self._label, error=SinkError)
+        stem = name if name and name not in self._used else f"{index:06d}"
         self._used.add(stem)
         path = self.folder / f"{stem}{self.ext}"
         try:
-            ok = cv2.imwrite(str(path), _content_image(frame, self.content))
+            ok = cv2.imwrite(str(path), image)
         except cv2.error as exc:
             raise SinkError(f"{self._label}: cannot write {path.name} ({exc})") from exc
         if not ok:

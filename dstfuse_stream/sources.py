@@ -21,7 +21,12 @@ Spec strings understood by :func:`open_source`:
   ``visible/{train,test}``): then the ``role`` picks the side.
 
 :func:`open_pairs` opens a pairs root as two image-list sources matched by file name
-(:func:`dstfuse_stream.imageio.list_pairs`): the recorded-sequence mode.
+(:func:`dstfuse_stream.imageio.list_pairs`): the recorded-sequence mode. :func:`open_source_pair`
+opens either kind of pair from what the CLI and :func:`dstfuse_stream.stream` accept.
+
+IR sources decode straight to gray (``gray=True``, the default for ``role="ir"``): only the IR luma
+is fused, so no BGR image is made for it (video: the decoder's gray output; image files:
+``IMREAD_GRAYSCALE``; cameras deliver BGR and are converted once).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import cv2
 import numpy as np
 
 from dstfuse_stream.errors import ConfigError, SourceError
-from dstfuse_stream.imageio import IMAGE_SUFFIXES, list_images, list_pairs, read_bgr
+from dstfuse_stream.imageio import IMAGE_SUFFIXES, check_image, list_images, list_pairs, read_bgr, read_luma, to_gray
 
 __all__ = [
     "Frame",
@@ -50,6 +55,7 @@ __all__ = [
     "ImageListSource",
     "open_source",
     "open_pairs",
+    "open_source_pair",
     "parse_camera_spec",
     "is_url",
     "DEFAULT_FOLDER_FPS",
@@ -92,17 +98,9 @@ class Frame:
         return int(self.image.shape[1]), int(self.image.shape[0])
 
 
-def _check_image(image: np.ndarray | None, where: str) -> np.ndarray:
-    if image is None or image.ndim not in (2, 3) or image.shape[0] == 0 or image.shape[1] == 0:
-        shape = None if image is None else image.shape
-        raise SourceError(f"{where}: frame of zero size or no image (shape {shape})")
-    if image.dtype != np.uint8:
-        raise SourceError(f"{where}: expected uint8 frames, got {image.dtype}")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    elif image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    return image
+def _check_image(image: np.ndarray | None, where: str, *, gray: bool = False) -> np.ndarray:
+    image = check_image(image, where, error=SourceError)
+    return to_gray(image) if gray else image
 
 
 class FrameSource(ABC):
@@ -111,9 +109,11 @@ class FrameSource(ABC):
     #: True for cameras and network streams (frames keep coming; keep only the latest).
     is_live: bool = False
 
-    def __init__(self, *, name: str, fps: float | None) -> None:
+    def __init__(self, *, name: str, fps: float | None, gray: bool = False) -> None:
         self.name = name
         self.fps = fps
+        #: frames are delivered as ``(H, W)`` luma (IR) instead of BGR
+        self.gray = gray
 
     @property
     def frame_count(self) -> int | None:
@@ -132,6 +132,7 @@ class FrameSource(ABC):
             "live": self.is_live,
             "fps": self.fps,
             "frame_count": self.frame_count,
+            "gray": self.gray,
         }
 
     def close(self) -> None:
@@ -169,6 +170,7 @@ class CameraSource(FrameSource):
         resolution_wh: requested capture size (the driver may pick another).
         fps: requested frame rate (the driver may ignore it).
         read_timeout_s: passed to backends that support ``CAP_PROP_READ_TIMEOUT_MSEC``.
+        gray: deliver ``(H, W)`` luma frames.
     """
 
     is_live = True
@@ -180,6 +182,7 @@ class CameraSource(FrameSource):
         resolution_wh: tuple[int, int] | None = None,
         fps: float | None = None,
         read_timeout_s: float = 5.0,
+        gray: bool = False,
     ) -> None:
         label = f"camera {device}" if isinstance(device, int) else f"camera {device!r}"
         api = cv2.CAP_V4L2 if isinstance(device, str) and device.startswith("/dev/video") else cv2.CAP_ANY
@@ -202,7 +205,7 @@ class CameraSource(FrameSource):
             cap.release()
             raise SourceError(f"{label}: opened but delivered no frame (busy or not a capture device?)")
         reported = cap.get(cv2.CAP_PROP_FPS)
-        super().__init__(name=label, fps=float(reported) if reported and reported > 0 else fps)
+        super().__init__(name=label, fps=float(reported) if reported and reported > 0 else fps, gray=gray)
         self._cap: cv2.VideoCapture | None = cap
         self._first = (image, (time.perf_counter() - t0) * 1000.0, time.monotonic())
 
@@ -214,7 +217,7 @@ class CameraSource(FrameSource):
         if self._first is not None:
             image, read_ms, captured = self._first
             self._first = None
-            yield Frame(index, captured, _check_image(image, self.name), read_ms, captured)
+            yield Frame(index, captured, _check_image(image, self.name, gray=self.gray), read_ms, captured)
             index += 1
         while True:
             t0 = time.perf_counter()
@@ -222,7 +225,8 @@ class CameraSource(FrameSource):
             if not ok:
                 raise SourceError(f"{self.name}: stopped delivering frames after {index} (unplugged or busy?)")
             captured = time.monotonic()
-            yield Frame(index, captured, _check_image(image, self.name), (time.perf_counter() - t0) * 1000.0, captured)
+            image = _check_image(image, self.name, gray=self.gray)
+            yield Frame(index, captured, image, (time.perf_counter() - t0) * 1000.0, captured)
             index += 1
 
     def close(self) -> None:
@@ -242,11 +246,14 @@ def is_url(spec: str) -> bool:
 
 
 class VideoFileSource(FrameSource):
-    """A video file decoded with PyAV (any format FFmpeg reads). Timestamps from ``pts * time_base``."""
+    """A video file decoded with PyAV (any format FFmpeg reads). Timestamps from ``pts * time_base``.
+
+    ``gray=True`` decodes to luma directly (FFmpeg's ``gray`` output: the Y plane, range-expanded).
+    """
 
     is_live = False
 
-    def __init__(self, path: str | os.PathLike[str], **av_open_kwargs: object) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, gray: bool = False, **av_open_kwargs: object) -> None:
         import av  # local: only file/stream sources need it
 
         self._av = av
@@ -273,7 +280,7 @@ class VideoFileSource(FrameSource):
             container.close()
             raise SourceError(f"{label}: video stream has zero frame size")
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        super().__init__(name=label, fps=float(rate) if rate else None)
+        super().__init__(name=label, fps=float(rate) if rate else None, gray=gray)
         self._container = container
         self._stream = stream
         self._frame_count = int(stream.frames) if stream.frames else None
@@ -316,7 +323,7 @@ class VideoFileSource(FrameSource):
                 raise SourceError(f"{self.name}: decoding failed after {index} frames ({_av_message(exc)})") from exc
             if not frame.width or not frame.height:
                 raise SourceError(f"{self.name}: frame {index} has zero size")
-            image = frame.to_ndarray(format="bgr24")
+            image = frame.to_ndarray(format="gray" if self.gray else "bgr24")
             captured = time.monotonic()
             timestamp = captured if self.is_live else self._timestamp(frame, index, start)
             yield Frame(index, timestamp, _check_image(image, self.name), (time.perf_counter() - t0) * 1000.0, captured)
@@ -344,9 +351,9 @@ class StreamSource(VideoFileSource):
 
     is_live = True
 
-    def __init__(self, url: str, *, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, *, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0, gray: bool = False) -> None:
         options = {"rtsp_transport": "tcp"} if url.lower().startswith("rtsp") else {}
-        super().__init__(url, timeout=(open_timeout_s, read_timeout_s), options=options)
+        super().__init__(url, gray=gray, timeout=(open_timeout_s, read_timeout_s), options=options)
         self._frame_count = None
 
     def _label(self) -> str:
@@ -364,17 +371,17 @@ def _av_message(exc: BaseException) -> str:
 class ImageListSource(FrameSource):
     """Images read one by one from a list of paths; ``timestamp_s = index / fps``.
 
-    Unreadable files raise :class:`SourceError` naming the file.
+    Unreadable files raise :class:`SourceError` naming the file. ``gray=True`` reads luma directly.
     """
 
     is_live = False
 
-    def __init__(self, paths: Sequence[Path], *, fps: float = DEFAULT_FOLDER_FPS, name: str) -> None:
+    def __init__(self, paths: Sequence[Path], *, fps: float = DEFAULT_FOLDER_FPS, name: str, gray: bool = False) -> None:
         if fps <= 0:
             raise ConfigError(f"fps: expected > 0, got {fps}")
         if not paths:
             raise SourceError(f"{name}: no images (expected files ending in {sorted(IMAGE_SUFFIXES)})")
-        super().__init__(name=name, fps=float(fps))
+        super().__init__(name=name, fps=float(fps), gray=gray)
         self.paths = list(paths)
 
     @property
@@ -384,7 +391,7 @@ class ImageListSource(FrameSource):
     def frames(self) -> Iterator[Frame]:
         for index, path in enumerate(self.paths):
             t0 = time.perf_counter()
-            image = _check_image(read_bgr(path), f"image {str(path)!r}")
+            image = _check_image((read_luma if self.gray else read_bgr)(path), f"image {str(path)!r}")
             read_ms = (time.perf_counter() - t0) * 1000.0
             yield Frame(index, index / self.fps, image, read_ms, time.monotonic(), name=path.stem)
 
@@ -420,33 +427,36 @@ def open_source(
     fps: float | None = None,
     resolution_wh: tuple[int, int] | None = None,
     timeout_s: float = 10.0,
+    gray: bool | None = None,
 ) -> FrameSource:
     """Open a camera, URL, video file or image folder from its spec (see the module docstring).
 
     Args:
         spec: what to open.
         role: ``"ir"`` or ``"vis"``: which side of a pairs-root folder to read.
+        gray: deliver luma frames; default: ``True`` for ``role="ir"``.
         fps: frame rate of image folders (default :data:`DEFAULT_FOLDER_FPS`); requested rate for cameras.
         resolution_wh: requested camera capture size.
         timeout_s: open/read timeout of network streams and cameras.
     """
     if role not in _ROLE_DIRS:
         raise ConfigError(f"role {role!r}: expected 'ir' or 'vis'")
+    gray = role == "ir" if gray is None else gray
     text = os.fspath(spec)
     if not text.strip():
         raise SourceError(f"{role} source: empty spec")
     camera = parse_camera_spec(text)
     if isinstance(camera, str) or (camera is not None and not Path(text).exists()):
-        return CameraSource(camera, resolution_wh=resolution_wh, fps=fps, read_timeout_s=timeout_s)
+        return CameraSource(camera, resolution_wh=resolution_wh, fps=fps, read_timeout_s=timeout_s, gray=gray)
     if is_url(text):
-        return StreamSource(text, open_timeout_s=timeout_s, read_timeout_s=timeout_s)
+        return StreamSource(text, open_timeout_s=timeout_s, read_timeout_s=timeout_s, gray=gray)
     path = Path(text)
     if path.is_dir():
         images = _folder_images(path, role)
-        return ImageListSource(images, fps=fps or DEFAULT_FOLDER_FPS, name=f"folder {text!r}")
+        return ImageListSource(images, fps=fps or DEFAULT_FOLDER_FPS, name=f"folder {text!r}", gray=gray)
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        return ImageListSource([path], fps=fps or DEFAULT_FOLDER_FPS, name=f"image {text!r}")
-    return VideoFileSource(path)
+        return ImageListSource([path], fps=fps or DEFAULT_FOLDER_FPS, name=f"image {text!r}", gray=gray)
+    return VideoFileSource(path, gray=gray)
 
 
 def open_pairs(
@@ -458,11 +468,40 @@ def open_pairs(
     """Open a pairs root (``ir/`` + ``vi/`` or LLVIP layout) as ``(ir_source, vis_source)``.
 
     Only names present on both sides are used, in sorted order, so frame ``i`` of one source is
-    the partner of frame ``i`` of the other.
+    the partner of frame ``i`` of the other. IR is read as gray.
     """
     pairs = list_pairs(root, split=split)
     rate = fps or DEFAULT_FOLDER_FPS
-    ir = ImageListSource([p[0] for p in pairs], fps=rate, name=f"pairs {os.fspath(root)!r} (ir)")
+    ir = ImageListSource([p[0] for p in pairs], fps=rate, name=f"pairs {os.fspath(root)!r} (ir)", gray=True)
     vis = ImageListSource([p[1] for p in pairs], fps=rate, name=f"pairs {os.fspath(root)!r} (vis)")
     logger.info("pairs %s: %d pairs", os.fspath(root), len(pairs))
     return ir, vis
+
+
+def open_source_pair(
+    ir: str | os.PathLike[str] | FrameSource | None = None,
+    vis: str | os.PathLike[str] | FrameSource | None = None,
+    *,
+    pairs: str | os.PathLike[str] | None = None,
+    split: str | None = None,
+    fps: float | None = None,
+    timeout_s: float = 10.0,
+) -> tuple[FrameSource, FrameSource]:
+    """``(ir_source, vis_source)`` from two specs (or ready sources), or from a pairs root.
+
+    Exactly one of ``pairs`` or both ``ir`` and ``vis`` must be given (:class:`ConfigError`). If the
+    visible source fails to open, the IR source is closed again.
+    """
+    if pairs is not None:
+        if ir is not None or vis is not None:
+            raise ConfigError("give either pairs or ir and vis, not both")
+        return open_pairs(pairs, split=split, fps=fps)
+    if ir is None or vis is None:
+        raise ConfigError("give both ir and vis sources, or pairs=ROOT")
+    ir_src = ir if isinstance(ir, FrameSource) else open_source(ir, role="ir", fps=fps, timeout_s=timeout_s)
+    try:
+        vis_src = vis if isinstance(vis, FrameSource) else open_source(vis, role="vis", fps=fps, timeout_s=timeout_s)
+    except BaseException:
+        ir_src.close()
+        raise
+    return ir_src, vis_src

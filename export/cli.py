@@ -3,8 +3,8 @@
 Sub-commands::
 
     dstfuse-export onnx [--weights PATH | --preset lite] [--out-dir DIR] [--precision fp32 fp16] [--parity-data DIR]
-    dstfuse-export tensorrt --onnx FILE | --weights PATH  [--method ort|torch-tensorrt] [--min/--opt/--max BxCxHxW]
-    dstfuse-export compare-cpu [--weights PATH | --preset lite] [--size HxW]
+    dstfuse-export tensorrt --onnx FILE | --weights PATH  [--method ort|torch-tensorrt] [--min/--opt/--max WxH or BxCxHxW]
+    dstfuse-export compare-cpu [--weights PATH | --preset lite] [--size WxH]
 
 User errors (missing file, bad shape, no GPU) print one line and exit with code 2.
 """
@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-from dstfuse_stream.errors import DSTFuseError
+from dstfuse_stream.cliutil import arg_type, run_command
+from dstfuse_stream.geometry import parse_size_wh
 
 __all__ = ["main", "build_parser"]
 
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--onnx", type=Path, default=None, help="exported .onnx (for --method ort)")
     src.add_argument("--weights", type=Path, default=None, help="checkpoint (default: shipped weights)")
     trt_p.add_argument("--method", choices=("ort", "torch-tensorrt"), default="ort")
-    trt_p.add_argument("--min", dest="min_shape", default="1x1x32x32", help="profile min BxCxHxW or HxW")
+    trt_p.add_argument("--min", dest="min_shape", default="1x1x32x32", help="profile min: WxH, or BxCxHxW")
     trt_p.add_argument("--opt", dest="opt_shape", default="1x1x480x640", help="profile opt shape")
     trt_p.add_argument("--max", dest="max_shape", default="1x1x1080x1920", help="profile max shape")
     trt_p.add_argument("--precision", choices=("fp32", "fp16"), default="fp16")
@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_src = cmp_p.add_mutually_exclusive_group()
     model_src.add_argument("--weights", type=Path, default=None, help="checkpoint")
     model_src.add_argument("--preset", default=None, help="randomly initialised preset instead (lite, paper)")
-    cmp_p.add_argument("--size", default="256x320", help="HxW (default 256x320)")
+    cmp_p.add_argument("--size", type=arg_type(parse_size_wh), default=(320, 256), metavar="WxH",
+                       help="frame size (default 320x256)")
     cmp_p.add_argument("--rounds", type=int, default=5)
     cmp_p.add_argument("--per-round", type=int, default=5)
     cmp_p.add_argument("--threads", type=int, default=None, help="threads for both (default: torch's)")
@@ -69,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_onnx(args: argparse.Namespace) -> int:
+    from dstfuse_stream.backends.onnx_export import DEFAULT_OPSET
     from dstfuse_stream.checkpoint import default_weights_path, file_sha256, load_model
-    from .onnx_export import DEFAULT_OPSET, export_variants
+    from .onnx_export import export_variants
     from .parity import load_real_pairs
 
     if args.preset is not None:
@@ -123,7 +125,7 @@ def _cmd_tensorrt(args: argparse.Namespace) -> int:
     profile = ShapeProfile.parse(args.min_shape, args.opt_shape, args.max_shape)
     if args.method == "ort":
         if args.onnx is None:
-            from .cache import get_or_export_onnx
+            from dstfuse_stream.backends.onnx_cache import get_or_export_onnx
 
             args.onnx = get_or_export_onnx(args.weights, precision="fp32")
         cache = build_ort_tensorrt_engine(args.onnx, profile, cache_dir=args.cache_dir, precision=args.precision)
@@ -137,7 +139,6 @@ def _cmd_tensorrt(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     import torch
 
-    from dstfuse_stream.backends.tensorrt_options import parse_shape
     from dstfuse_stream.checkpoint import load_model
     from dstfuse_stream.config import get_config
     from dstfuse_stream.model import DSTFuse
@@ -148,11 +149,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         model = DSTFuse(get_config(args.preset)).eval()
     else:
         model = load_model(args.weights)
-    size_hw = parse_shape(args.size)[2:]
+    width, height = args.size
     result = compare_cpu_backends(
-        model, size_hw=size_hw, rounds=args.rounds, per_round=args.per_round, threads=args.threads
+        model, size_wh=args.size, rounds=args.rounds, per_round=args.per_round, threads=args.threads
     )
-    print(f"model {model.config.name}, {size_hw[0]}x{size_hw[1]}, {result['threads']} threads, "
+    print(f"model {model.config.name}, {width}x{height}, {result['threads']} threads, "
           f"{result['frames_per_backend']} frames each, load avg {result['load_average_1min']}")
     for label, ms in result["ms"].items():
         print(f"  {label:<12} median {ms['median']:8.1f} ms   min {ms['min']:8.1f} ms")
@@ -166,11 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.verbose:
-        for name in ("export", "dstfuse_stream"):
+        for name in ("dstfuse_export", "dstfuse_stream"):
             logging.getLogger(name).setLevel(logging.INFO)
     commands = {"onnx": _cmd_onnx, "tensorrt": _cmd_tensorrt, "compare-cpu": _cmd_compare}
-    try:
-        return commands[args.command](args)
-    except DSTFuseError as exc:
-        print(f"dstfuse-export: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command("dstfuse-export", commands[args.command], args)

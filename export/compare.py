@@ -18,10 +18,10 @@ from typing import Any, Callable
 import torch
 
 from dstfuse_stream.backends.onnx_backend import OnnxBackend
+from dstfuse_stream.backends.onnx_export import export_onnx
+from dstfuse_stream.backends.onnx_parity import random_pair
 from dstfuse_stream.backends.torch_backend import TorchBackend
 from dstfuse_stream.model import DSTFuse
-from .onnx_export import export_onnx
-from .parity import random_pair
 
 __all__ = ["compare_cpu_backends"]
 
@@ -37,20 +37,21 @@ def _time_once(fn: Callable[[], Any]) -> float:
 def compare_cpu_backends(
     model: DSTFuse,
     *,
-    size_hw: tuple[int, int] = (256, 320),
+    size_wh: tuple[int, int] = (320, 256),
     rounds: int = 5,
     per_round: int = 5,
     warmup: int = 3,
     threads: int | None = None,
     onnx_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Median/min ms per frame of torch CPU fp32 and ORT CPU (fp32 and fp16 files) at ``size_hw``.
+    """Median/min ms per frame of torch CPU fp32 and ORT CPU (fp32 and fp16 files) at ``size_wh`` (width, height).
 
     ``onnx_path``: an fp32 export of ``model`` to use; otherwise fp32 and fp16 are exported to a
     temporary folder (export time is reported too).
     """
     threads = threads or torch.get_num_threads()
-    ir, vis = random_pair((1, 1, *size_hw), seed=0)
+    width, height = size_wh
+    ir, vis = random_pair((1, 1, height, width), seed=0)
     backends: dict[str, Any] = {}
     export_s: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,7 +81,7 @@ def compare_cpu_backends(
             for backend in backends.values():
                 backend.close()
     result = {
-        "size_hw": list(size_hw),
+        "size_wh": list(size_wh),
         "threads": threads,
         "frames_per_backend": rounds * per_round,
         "torch": torch.__version__,
@@ -93,5 +94,5 @@ def compare_cpu_backends(
     }
     fastest = min(result["ms"], key=lambda k: result["ms"][k]["median"])
     result["fastest"] = fastest
-    logger.info("CPU comparison at %s: %s", size_hw, {k: round(v["median"], 1) for k, v in result["ms"].items()})
+    logger.info("CPU comparison at %dx%d: %s", width, height, {k: round(v["median"], 1) for k, v in result["ms"].items()})
     return result

@@ -8,7 +8,7 @@
 * **torch-tensorrt** (``--method torch-tensorrt``): ``torch_tensorrt.compile(ir="dynamo")`` with
   min/opt/max ``Input``s, saved with ``torch_tensorrt.save`` plus the profile as JSON. It traces with
   ``torch.export``, which is the exporter that failed on the model's dynamic padding (see
-  ``export/onnx_export.py``): expect to need a profile of multiples of 4 or a fixed size there.
+  ``dstfuse_stream/backends/onnx_export.py``): expect to need a profile of multiples of 4 or a fixed size there.
 
 ``tensorrt``/``torch_tensorrt`` are imported lazily; without CUDA every function raises
 :class:`BackendError`. The pure option builders live in :mod:`dstfuse_stream.backends.tensorrt_options`.
@@ -29,8 +29,8 @@ from dstfuse_stream.backends.tensorrt_options import (
     default_cache_dir,
     tensorrt_provider_options,
 )
+from dstfuse_stream.backends.onnx_parity import random_pair
 from dstfuse_stream.errors import BackendError
-from .parity import random_pair
 
 __all__ = [
     "ort_tensorrt_providers",

@@ -1,21 +1,32 @@
-"""Shared fixtures: the real data beside the repo (skipped when absent) and tiny models."""
+"""Shared fixtures: the real data beside the repo (skipped when absent, unless required) and tiny models."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: Set ``DSTFUSE_REQUIRE_DATA=1`` (CI does, in ``.ci/run``) to make missing data a failure, not a skip.
+REQUIRE_DATA_ENV = "DSTFUSE_REQUIRE_DATA"
+
+
+def require_data(path: Path) -> Path:
+    """``path`` when it exists; else skip the test, or fail it when ``DSTFUSE_REQUIRE_DATA=1``."""
+    if path.exists():
+        return path
+    message = f"real data not found at {path}"
+    if os.environ.get(REQUIRE_DATA_ENV) == "1":
+        pytest.fail(f"{message} ({REQUIRE_DATA_ENV}=1: data-dependent tests must run)")
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` (real registered IR/visible pairs), or skip the test when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA}")
-    return SHARED_DATA
+    """``../shared/data`` (real registered IR/visible pairs); see :func:`require_data`."""
+    return require_data(SHARED_DATA)
 
 
 @pytest.fixture()

@@ -10,8 +10,9 @@ visible frame.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -114,25 +115,39 @@ def read_video(path: Path) -> list[np.ndarray]:
 
 
 class MaxFuser:
-    """Fake fuser: pixelwise ``max(ir, vis)``, optionally slow, optionally raising at a call."""
+    """Fake backend: pixelwise ``max(ir, vis)`` of the uint8 luma planes; optionally slow, raising at
+    a call, or running ``on_call(n)`` during call ``n`` (0-based) to act at an exact frame."""
 
-    def __init__(self, *, delay_s: float = 0.0, fail_at: int | None = None, exc: type[BaseException] = RuntimeError) -> None:
+    def __init__(
+        self,
+        *,
+        delay_s: float = 0.0,
+        fail_at: int | None = None,
+        exc: type[BaseException] = RuntimeError,
+        on_call: Callable[[int], None] | None = None,
+    ) -> None:
         self.delay_s = delay_s
         self.fail_at = fail_at
         self.exc = exc
+        self.on_call = on_call
         self.calls = 0
+        self.dtypes: set[np.dtype] = set()
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         if self.fail_at is not None and self.calls == self.fail_at:
             raise self.exc(f"fuser failed on call {self.calls}")
+        if self.on_call is not None:
+            self.on_call(self.calls)
         self.calls += 1
+        self.dtypes.update({ir.dtype, vis.dtype})
         if self.delay_s:
             time.sleep(self.delay_s)
         return np.maximum(ir, vis)
 
 
 class ListSource(FrameSource):
-    """In-memory source: given images and timestamps; optionally live (paced) or failing mid-way."""
+    """In-memory source: given images and timestamps; optionally live, failing mid-way, or holding
+    back every frame after the first until ``release`` is set (to make a test's timing exact)."""
 
     def __init__(
         self,
@@ -143,6 +158,7 @@ class ListSource(FrameSource):
         live: bool = False,
         pace_s: float = 0.0,
         fail_after: int | None = None,
+        release: threading.Event | None = None,
         name: str = "list",
     ) -> None:
         super().__init__(name=name, fps=fps)
@@ -151,6 +167,7 @@ class ListSource(FrameSource):
         self.timestamps = timestamps
         self.pace_s = pace_s
         self.fail_after = fail_after
+        self.release = release
         self.closed = False
 
     @property
@@ -161,6 +178,8 @@ class ListSource(FrameSource):
         from dstfuse_stream.errors import SourceError
 
         for i, img in enumerate(self.images):
+            if i == 1 and self.release is not None:
+                self.release.wait(timeout=30)
             if self.fail_after is not None and i == self.fail_after:
                 raise SourceError(f"{self.name}: truncated after {i} frames")
             if self.pace_s:

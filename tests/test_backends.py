@@ -25,8 +25,8 @@ from dstfuse_stream.backends.tensorrt_options import (
 )
 from dstfuse_stream.backends.torch_backend import TorchBackend
 from dstfuse_stream.checkpoint import save_checkpoint
+from dstfuse_stream.backends.onnx_export import export_onnx
 from dstfuse_stream.errors import BackendError, ConfigError, InputShapeError
-from dstfuse_export.onnx_export import export_onnx
 
 ALL = [TRT_PROVIDER, CUDA_PROVIDER, CPU_PROVIDER]
 PROFILE = ShapeProfile.from_hw((16, 16), (48, 64), (64, 96))
@@ -65,8 +65,26 @@ def test_onnx_backend_matches_torch_backend_2d_uint8_and_batch(lite, onnx_fp32):
 
 
 def test_onnx_backend_threads_option(onnx_fp32):
-    with OnnxBackend(onnx_fp32, device="cpu", threads=1) as b:
-        assert b.fuse(np.zeros((8, 8), np.float32), np.ones((8, 8), np.float32)).shape == (8, 8)
+    for threads in (1, 2):
+        with OnnxBackend(onnx_fp32, device="cpu", threads=threads) as b:
+            assert b.threads == threads  # read back from the session's own options
+    with OnnxBackend(onnx_fp32, device="cpu") as b:
+        assert b.threads == 0  # ONNX Runtime's default (one per core)
+    with pytest.raises(BackendError, match="threads: expected >= 1, got 0"):
+        OnnxBackend(onnx_fp32, device="cpu", threads=0)
+    assert create_backend("onnx", onnx_path=onnx_fp32, device="cpu", threads=1).threads == 1
+
+
+def test_backends_take_uint8_as_is_and_float_in_range(lite, onnx_fp32):
+    rng = np.random.default_rng(5)
+    u8 = rng.integers(0, 256, (2, 1, 20, 24), dtype=np.uint8)
+    f32 = u8.astype(np.float32) / 255.0
+    with OnnxBackend(onnx_fp32, device="cpu") as onnx_b, TorchBackend(lite, device="cpu") as torch_b:
+        for backend in (onnx_b, torch_b):
+            assert backend.accepts_uint8
+            assert np.abs(backend.fuse(u8, u8[::-1].copy()) - backend.fuse(f32, f32[::-1].copy())).max() <= 1e-6
+    with pytest.raises(InputShapeError, match=r"ir: expected values in \[0, 1\]"):
+        TorchBackend(lite, device="cpu").fuse(f32 * 2, f32)
 
 
 @pytest.mark.parametrize(
@@ -170,16 +188,18 @@ def test_onnx_backend_explicit_unavailable_provider(onnx_fp32):
 
 
 def test_parse_shape():
-    assert parse_shape("1x1x480x640") == (1, 1, 480, 640)
-    assert parse_shape("480x640") == (1, 1, 480, 640)
-    with pytest.raises(ConfigError, match="expected 'HxW' or 'BxCxHxW'"):
+    assert parse_shape("1x1x480x640") == (1, 1, 480, 640)  # a tensor shape, in tensor order
+    assert parse_shape("640x480") == (1, 1, 480, 640)  # a frame size: WxH, as on every command line
+    with pytest.raises(ConfigError, match="expected 'WxH' or 'BxCxHxW'"):
         parse_shape("1x480x640")
     with pytest.raises(ConfigError, match="integers"):
+        parse_shape("1x1xaxb")
+    with pytest.raises(ConfigError, match="WIDTHxHEIGHT"):
         parse_shape("axb")
 
 
 def test_shape_profile_validation_and_contains():
-    p = ShapeProfile.parse("1x1x16x16", "48x64", "2x1x64x96")
+    p = ShapeProfile.parse("1x1x16x16", "64x48", "2x1x64x96")
     assert p.max_shape == (2, 1, 64, 96)
     assert p.contains((2, 1, 16, 96)) and p.contains((1, 1, 64, 16))
     assert not p.contains((3, 1, 32, 32)) and not p.contains((1, 1, 15, 32)) and not p.contains((1, 32, 32))
@@ -219,8 +239,15 @@ def test_default_cache_dir(monkeypatch, tmp_path):
 # --- factory and auto --------------------------------------------------------------------------
 
 
-def test_backend_names():
-    assert BACKEND_NAMES == ("auto", "torch", "onnx", "tensorrt")
+def test_every_backend_name_is_dispatched(lite, onnx_fp32):
+    """Each name reaches its own backend (TensorRT: its own 'not available' error on this machine)."""
+    made = {name: create_backend(name, model=lite, onnx_path=onnx_fp32, device="cpu") for name in ("auto", "torch", "onnx")}
+    assert isinstance(made["torch"], TorchBackend) and isinstance(made["onnx"], OnnxBackend)
+    assert made["auto"].name == CPU_AUTO and made["auto"].selection_reason is not None
+    assert set(BACKEND_NAMES) == {*made, "tensorrt"}
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendError, match="needs device 'cuda'"):
+            create_backend("tensorrt", model=lite, device="cpu")
 
 
 def test_auto_candidates_gpu_order():
@@ -247,10 +274,12 @@ def test_auto_candidates_cpu_follows_measurement():
 def test_create_backend_errors(lite):
     with pytest.raises(BackendError, match=r"backend 'trt': expected one of \['auto', 'torch', 'onnx', 'tensorrt'\]"):
         create_backend("trt")
-    with pytest.raises(BackendError, match=r"unknown option\(s\) \['threads'\]"):
-        create_backend("torch", model=lite, threads=2)
-    with pytest.raises(BackendError, match="precision 'int8'"):
+    with pytest.raises(BackendError, match=r"unknown option\(s\) \['providers'\]"):
+        create_backend("torch", model=lite, providers="auto")
+    with pytest.raises(ConfigError, match="precision 'int8': not implemented yet"):
         create_backend("torch", model=lite, precision="int8")
+    with pytest.raises(ConfigError, match="precision 'bf16': not implemented yet"):
+        create_backend("auto", model=lite, precision="bf16")
     with pytest.raises(BackendError, match="needs device 'cuda'"):
         create_backend("tensorrt", model=lite, device="cpu")
     with pytest.raises(BackendError, match="method 'trtexec'"):
@@ -284,16 +313,75 @@ def test_create_backend_auto_on_cpu_exports_once_and_reuses_cache(lite, tmp_path
 
 
 def test_create_backend_auto_falls_back_to_torch_when_export_fails(lite, monkeypatch, caplog):
-    import dstfuse_export.cache as export_cache
+    import dstfuse_stream.backends.onnx_cache as onnx_cache
 
     def failing_export(*args, **kwargs):
         raise BackendError("ONNX parity check failed (simulated)")
 
-    monkeypatch.setattr(export_cache, "get_or_export_onnx", failing_export)
+    monkeypatch.setattr(onnx_cache, "get_or_export_onnx", failing_export)
     backend = create_backend("auto", model=lite, device="cpu")
     assert isinstance(backend, TorchBackend) and backend.device == "cpu"
     assert backend.selection_reason == "CPU: torch (fallback)"
     assert "parity check failed (simulated)" in caplog.text
+
+
+def test_a_model_the_tracer_cannot_export_makes_auto_fall_back(lite, monkeypatch, caplog):
+    def unsupported(*args, **kwargs):
+        raise torch.onnx.errors.OnnxExporterError("Unsupported: ONNX export of convolution for kernel of unknown shape.")
+
+    monkeypatch.setattr(torch.onnx, "export", unsupported)
+    caplog.set_level("WARNING", logger="dstfuse_stream")
+    backend = create_backend("auto", model=lite, device="cpu")
+    assert isinstance(backend, TorchBackend)
+    assert "ONNX export of model 'lite' failed (OnnxExporterError: Unsupported: ONNX export of convolution" in caplog.text
+    with pytest.raises(BackendError, match="ONNX export of model 'lite' failed"):
+        create_backend("onnx", model=lite, device="cpu")
+
+
+@pytest.mark.parametrize("missing", ["onnxruntime", "onnx", "onnxscript"])
+def test_a_missing_optional_package_is_one_warning_and_a_fallback(lite, monkeypatch, caplog, missing):
+    import sys
+
+    for name in [m for m in sys.modules if m == missing or m.startswith(missing + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    import dstfuse_stream.backends as backends_package
+
+    for name in [m for m in sys.modules if m.startswith("dstfuse_stream.backends.onnx_")]:
+        # re-import the exporter against the "missing" package; both undone after the test
+        monkeypatch.setattr(backends_package, name.rsplit(".", 1)[1], sys.modules[name])
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, missing, None)  # `import missing` now raises ImportError
+    caplog.set_level("WARNING", logger="dstfuse_stream")
+    backend = create_backend("auto", model=lite, device="cpu")
+    assert isinstance(backend, TorchBackend) and backend.selection_reason == "CPU: torch (fallback)"
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert f"needs the Python package '{missing}" in warnings[0].getMessage() and "trying the next" in warnings[0].getMessage()
+    with pytest.raises(BackendError, match=f"{missing!r}"):
+        create_backend("onnx", model=lite, device="cpu")
+
+
+def test_first_export_is_announced_and_an_unwritable_cache_falls_back_to_temp(lite, monkeypatch, tmp_path, caplog):
+    import tempfile
+
+    import dstfuse_stream.backends.onnx_export as onnx_export
+    from dstfuse_stream.backends.onnx_cache import get_or_export_onnx
+
+    exported = []
+
+    def fake_export(model, path, **kwargs):
+        exported.append(path)
+        path.write_bytes(b"onnx")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", fake_export)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "not_a_dir").write_text("a file where the cache folder should be")
+    caplog.set_level("WARNING", logger="dstfuse_stream")
+    path = get_or_export_onnx(model=lite, cache_dir=tmp_path / "not_a_dir")
+    assert exported == [path] and path.is_file() and path.is_relative_to(tmp_path / "tmp")
+    assert "is not writable" in caplog.text
+    assert f"exporting fp32 ONNX to {path}" in caplog.text  # the one-off export names its file
 
 
 def test_create_backend_missing_weights_is_checkpoint_error(tmp_path):

@@ -15,7 +15,7 @@ from torch import nn
 from dstfuse_bench.cli import main, build_parser, resolve_settings
 from dstfuse_bench.clips import synthetic_frame_pair, write_synthetic_pair
 from dstfuse_bench.memory import PeakMemory
-from dstfuse_bench.model_bench import CaseSettings, parse_resolution, run_model_benchmarks, time_calls
+from dstfuse_bench.model_bench import CaseSettings, run_model_benchmarks, time_calls
 from dstfuse_stream.model_stats import count_macs, count_params
 from dstfuse_bench.pipeline_bench import (
     fuse_share,
@@ -27,7 +27,7 @@ from dstfuse_bench.pipeline_bench import (
 )
 from dstfuse_bench.plot import plot_latency_vs_pixels
 from dstfuse_bench.report import model_table
-from dstfuse_bench.stats import percentile, summarize_latencies
+from dstfuse_bench.stats import summarize_latencies
 from dstfuse_stream import DSTFuse, get_config
 from dstfuse_stream.backends.torch_backend import TorchBackend
 from dstfuse_stream.errors import ConfigError, SourceError
@@ -39,34 +39,16 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize(
-    ("values", "q", "expected"),
+    ("values_s", "median_ms", "p90_ms"),
     [
-        ([1, 2, 3, 4], 50, 2.5),
-        ([4, 1, 3, 2], 0, 1.0),
-        ([4, 1, 3, 2], 100, 4.0),
-        ([10, 20, 30, 40, 50], 90, 46.0),
-        ([10, 20, 30, 40, 50], 25, 20.0),
-        ([0, 100], 99, 99.0),
-        ([7], 99, 7.0),
+        ([1, 2, 3, 4], 2500.0, 3700.0),
+        ([10, 20, 30, 40, 50], 30000.0, 46000.0),
+        ([7], 7000.0, 7000.0),
     ],
 )
-def test_percentile_hand_values(values, q, expected):
-    assert percentile(values, q) == pytest.approx(expected, abs=1e-12)
-
-
-def test_percentile_matches_numpy_linear():
-    rng = np.random.default_rng(3)
-    for n in (1, 2, 5, 17, 100):
-        values = rng.random(n).tolist()
-        for q in (0, 10, 50, 90, 99, 100):
-            assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)), abs=1e-12)
-
-
-def test_percentile_rejects_bad_input():
-    with pytest.raises(ValueError, match="empty"):
-        percentile([], 50)
-    with pytest.raises(ValueError, match="q in"):
-        percentile([1.0], 101)
+def test_percentiles_are_linear_between_ranks(values_s, median_ms, p90_ms):
+    s = summarize_latencies(values_s)
+    assert (s["median_ms"], s["p90_ms"]) == pytest.approx((median_ms, p90_ms), abs=1e-9)
 
 
 def test_summarize_latencies_exact():
@@ -132,18 +114,10 @@ def test_time_calls_stops_after_budget_once_min_iters_are_done():
         time_calls(clock.work, warmup=0, iters=2, min_iters=3)
 
 
-def test_parse_resolution():
-    assert parse_resolution("640x512") == (640, 512)
-    assert parse_resolution(" 32X16 ") == (32, 16)
-    for bad in ("640", "ax3", "0x4", "1x2x3"):
-        with pytest.raises(ConfigError):
-            parse_resolution(bad)
-
-
 # -- model size ------------------------------------------------------------------------------
 
 
-def test_layer_macs_exact_on_hand_made_layers():
+def test_macs_exact_on_hand_made_layers():
     conv = nn.Conv2d(1, 2, 3, padding=1)  # 2 x 4 x 5 outputs x 9 taps
     assert count_macs(conv, (1, 1, 4, 5)) == 2 * 4 * 5 * 9
     grouped = nn.Conv2d(4, 4, 3, padding=1, groups=2)  # each output sees 2 input channels
@@ -173,7 +147,7 @@ def test_peak_memory_sees_a_temporary_allocation():
         del block
     if mem.method != "vmhwm":
         pytest.skip(f"peak RSS reset unavailable here (method {mem.method})")
-    assert 60.0 <= mem.delta_mib <= 200.0
+    assert mem.delta_mib >= 60.0  # the 64 MiB block is seen (an upper bound would measure the machine)
     assert mem.peak_mib >= mem.delta_mib
 
 
@@ -232,12 +206,11 @@ def test_load_prepared_frames_decodes_the_requested_pairs(tmp_path):
     clip = write_synthetic_pair(tmp_path, frames=4, resolution_wh=(32, 24))
     frames = load_prepared_frames(clip.ir_path, clip.vis_path, [3, 0, 3])
     assert len(frames) == 3
-    for ir, vis in frames:
-        assert ir.shape == vis.shape == (24, 32) and ir.dtype == vis.dtype == np.float32
-        assert 0.0 <= ir.min() and ir.max() <= 1.0
+    for ir, vis in frames:  # what the pipeline hands the backend: uint8 luma planes
+        assert ir.shape == vis.shape == (24, 32) and ir.dtype == vis.dtype == np.uint8
     np.testing.assert_array_equal(frames[0][0], frames[2][0])
-    expected_ir = synthetic_frame_pair(0, resolution_wh=(32, 24))[0][..., 0] / 255.0
-    assert np.abs(frames[1][0] - expected_ir).mean() < 0.05
+    expected_ir = synthetic_frame_pair(0, resolution_wh=(32, 24))[0][..., 0]
+    assert np.abs(frames[1][0].astype(float) - expected_ir).mean() < 0.05 * 255
     assert not np.array_equal(frames[0][0], frames[1][0])
     with pytest.raises(SourceError):
         load_prepared_frames(clip.ir_path, clip.vis_path, [9])
@@ -362,7 +335,8 @@ def test_cli_tiny_run_writes_json_png_and_timing_log(tmp_path, capsys):
     assert len(result["load_average"]["start"]) == 3 and len(result["load_average"]["end"]) == 3
     lite = result["models"]["lite"]
     assert lite["params"] == count_params(DSTFuse(get_config("lite")))
-    assert lite["macs_per_pixel"] == pytest.approx(30148.0)
+    side = 64
+    assert lite["macs_per_pixel"] == count_macs(DSTFuse(get_config("lite")), (1, 1, side, side), (1, 1, side, side)) / side**2
     rows = {r["backend"]: r for r in result["model_only"]}
     assert set(rows) == {"torch", "torch-cuda"}
     ok = rows["torch"]

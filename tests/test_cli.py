@@ -12,20 +12,27 @@ from pathlib import Path
 
 import cv2
 import pytest
+import torch
 from synthetic import MaxFuser, decode_index, ir_frame, read_video, vis_frame, write_pair_folders, write_pair_videos, write_video
 
-from dstfuse_stream.checkpoint import default_weights_path, save_checkpoint
+from dstfuse_stream.checkpoint import default_weights_path, load_checkpoint
+from dstfuse_stream.config import DSTFuseConfig
 from dstfuse_stream.cli import main, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture()
-def weights(tmp_path, lite_model) -> Path:
-    """The shipped weights when present, else a randomly initialised lite checkpoint."""
-    if default_weights_path().is_file():
-        return default_weights_path()
-    return save_checkpoint(tmp_path / "lite.pt", lite_model, epoch=0)
+@pytest.fixture(scope="session")
+def weights() -> Path:
+    """The shipped weights; they are part of the package, so their absence is a failure."""
+    path = default_weights_path()
+    assert path.is_file(), f"shipped weights missing: {path}"
+    return path
+
+
+def shipped_config(weights: Path) -> dict:
+    """The checkpoint's model config as the runtime resolves it (defaults filled in)."""
+    return DSTFuseConfig.from_dict(load_checkpoint(weights)["config"]).to_dict()
 
 
 def one_error_line(err: str) -> str:
@@ -78,7 +85,24 @@ def test_real_lite_model_with_resize_and_gray(tmp_path, weights):
     frames = read_video(out)
     assert len(frames) == 3 and frames[0].shape == (16, 64)
     s = json.loads((tmp_path / "fused.summary.json").read_text())
-    assert s["summary"]["processing_size_wh"] == [64, 16] and s["config"]["model_config"]["name"] == "lite"
+    assert s["summary"]["processing_size_wh"] == [64, 16] and s["config"]["output"] == "gray"
+    assert s["config"]["model_config"] == shipped_config(weights)
+
+
+def test_default_backend_auto_end_to_end(tmp_path, capsys):
+    """No --backend, --weights or --device: what a user gets. On a CPU machine that is ONNX Runtime
+    on a first-use export of the shipped weights (cached for the test session)."""
+    ir, vis = write_pair_videos(tmp_path, 3)
+    out = tmp_path / "fused.mp4"
+    assert main(["--ir", str(ir), "--vis", str(vis), "--out", str(out), "--max-size", "96", "--no-progress"]) == 0
+    frames = read_video(out)
+    assert len(frames) == 3 and frames[0].shape == (20, 96)
+    config = json.loads((tmp_path / "fused.summary.json").read_text())["config"]
+    assert config["args"]["backend"] == "auto" and config["backend_selection"]
+    if not torch.cuda.is_available():
+        assert config["backend"].startswith("onnx ") and "CPUExecutionProvider" in config["backend"]
+    assert config["model_config"] == shipped_config(default_weights_path())
+    assert "written 3" in capsys.readouterr().out
 
 
 def test_different_lengths_stop_at_the_shorter_and_exit_2(tmp_path, capsys):

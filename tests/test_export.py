@@ -10,13 +10,15 @@ import onnx
 import pytest
 import torch
 
+from dstfuse_export.cli import main
+from dstfuse_export.onnx_export import export_variants
+from dstfuse_export.parity import load_real_pairs
 from dstfuse_stream import DSTFuse, get_config
+from dstfuse_stream.backends import onnx_cache, onnx_export
+from dstfuse_stream.backends.onnx_export import DEFAULT_OPSET, export_onnx, read_metadata, state_dict_sha256
+from dstfuse_stream.backends.onnx_parity import DEFAULT_SHAPES, check_parity, random_pair
 from dstfuse_stream.checkpoint import file_sha256, save_checkpoint
 from dstfuse_stream.errors import ConfigError
-from export import cache as export_cache
-from dstfuse_export.cli import main
-from dstfuse_export.onnx_export import DEFAULT_OPSET, export_onnx, export_variants, read_metadata, state_dict_sha256
-from dstfuse_export.parity import DEFAULT_SHAPES, check_parity, load_real_pairs, random_pair
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +134,8 @@ def test_export_rejects_bad_options(lite, tmp_path):
         export_onnx(lite, tmp_path / "m.onnx", opset=11)
     with pytest.raises(ConfigError, match="precision 'int8'"):
         export_onnx(lite, tmp_path / "m.onnx", precision="int8")
+    with pytest.raises(ConfigError, match="precision 'auto': an export needs one of"):
+        export_onnx(lite, tmp_path / "m.onnx", precision="auto")
 
 
 def test_random_pair_is_reproducible():
@@ -149,14 +153,14 @@ def test_cache_hit_skips_export_and_mismatch_reexports(exported, tmp_path, monke
         calls.append(path)
         shutil.copy(exported["fp32"].path, path)
 
-    monkeypatch.setattr(export_cache, "export_onnx", fake_export)
-    path = export_cache.cached_onnx_path(file_sha256(ckpt), precision="fp32", cache_dir=tmp_path)
+    monkeypatch.setattr(onnx_export, "export_onnx", fake_export)
+    path = onnx_cache.cached_onnx_path(file_sha256(ckpt), precision="fp32", cache_dir=tmp_path)
     path.parent.mkdir(parents=True)
     shutil.copy(exported["fp32"].path, path)
-    assert export_cache.get_or_export_onnx(ckpt, cache_dir=tmp_path) == path
+    assert onnx_cache.get_or_export_onnx(ckpt, cache_dir=tmp_path) == path
     assert calls == []  # hit: metadata sha256 matches the checkpoint
     path.write_text("not an onnx file")
-    assert export_cache.get_or_export_onnx(ckpt, cache_dir=tmp_path) == path
+    assert onnx_cache.get_or_export_onnx(ckpt, cache_dir=tmp_path) == path
     assert calls == [path]
 
 

@@ -60,7 +60,7 @@ def test_colour_roundtrip_and_gray_identity():
     gray = np.dstack([np.arange(63, dtype=np.uint8).reshape(9, 7)] * 3)
     gy, gcrcb = split_luma(gray)
     assert np.array_equal(merge_luma(gy, gcrcb), gray)  # gray visible: fused Y is shown exactly
-    with pytest.raises(InputShapeError, match=r"expected \(H, W, 3\) uint8 BGR"):
+    with pytest.raises(InputShapeError, match=r"visible image: expected a non-empty uint8 image \(H, W, 3\) BGR, got shape \(9, 7\)"):
         split_luma(bgr[..., 0])
 
 

@@ -1,4 +1,4 @@
-"""Pairing policies (index / nearest timestamp) and the IR-onto-visible geometry."""
+"""Pairing policies (index / nearest timestamp)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,10 @@ from dstfuse_stream.errors import ConfigError
 from dstfuse_stream.pairing import (
     PairingStats,
     StreamPairer,
-    align_ir,
     default_tolerance_s,
     pair_streams,
-    processing_size_wh,
-    resize_to,
     resolve_pairing,
 )
-from dstfuse_stream.registration import warp_to
 from dstfuse_stream.sources import Frame
 
 _IMG = np.zeros((2, 2), dtype=np.uint8)
@@ -113,41 +109,3 @@ def test_defaults_and_policy_resolution():
         resolve_pairing("nearest", live=False, ir_fps=None, vis_fps=None)
     with pytest.raises(ConfigError):
         StreamPairer(policy="auto")
-
-
-def test_processing_size():
-    assert processing_size_wh((640, 480), max_size=320) == (320, 240)
-    assert processing_size_wh((640, 480), max_size=1000) == (640, 480)
-    assert processing_size_wh((641, 481), max_size=101) == (100, 76)
-    assert processing_size_wh((640, 480), resize_wh=(99, 51), max_size=10) == (99, 51)
-
-
-def test_ir_is_resized_to_the_visible_size():
-    ir = np.tile(np.arange(40, dtype=np.uint8) * 6, (30, 1))
-    out = align_ir(ir, (80, 60))
-    assert out.shape == (60, 80)
-    assert np.array_equal(out, resize_to(ir, (80, 60)))
-
-
-def _blob(size_wh, centre_xy, sigma=3.0):
-    w, h = size_wh
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    g = np.exp(-((x - centre_xy[0]) ** 2 + (y - centre_xy[1]) ** 2) / (2 * sigma**2))
-    return np.rint(g * 250).astype(np.uint8)
-
-
-def _centroid(img):
-    y, x = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
-    w = img.astype(np.float64)
-    return float((x * w).sum() / w.sum()), float((y * w).sum() / w.sum())
-
-
-def test_homography_warp_folds_the_processing_resize_exactly():
-    ir = _blob((120, 90), (40.0, 30.0))
-    h = np.array([[1.0, 0.0, 20.0], [0.0, 1.0, 10.0], [0.0, 0.0, 1.0]])  # IR (x, y) -> visible (x+20, y+10)
-    full = align_ir(ir, (160, 120), homography=h)
-    assert _centroid(full) == pytest.approx((60.0, 40.0), abs=0.02)
-    half = align_ir(ir, (160, 120), size_wh=(80, 60), homography=h)
-    # pixel-centre mapping of a 2x downscale: x' = (x + 0.5) / 2 - 0.5
-    assert _centroid(half) == pytest.approx((29.75, 19.75), abs=0.05)
-    assert np.array_equal(full, warp_to(ir, h, (160, 120)))

@@ -1,4 +1,5 @@
-"""The threaded pipeline: lossless vs latest backpressure, errors in every stage, stop, parity."""
+"""The threaded pipeline: lossless vs latest backpressure, errors in every stage, stop, parity with
+direct inference. Behaviour only: which frames were written, dropped, in which order; no clocks."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from synthetic import ListSource, MaxFuser, decode_index, ir_frame, read_video, 
 from dstfuse_stream.backends.torch_backend import TorchBackend
 from dstfuse_stream.colour import float_to_uint8, split_luma
 from dstfuse_stream.errors import ConfigError, SinkError, SourceError
-from dstfuse_stream.pipeline import FusionPipeline, PipelineConfig, finish_fused, prepare_pair, resolve_sync
+from dstfuse_stream.fuser import Fuser
+from dstfuse_stream.pipeline import FusionPipeline, PipelineConfig, resolve_sync
 from dstfuse_stream.sinks import Sink, TimingLog, VideoSink
 from dstfuse_stream.sources import open_source
 
@@ -22,30 +24,27 @@ FAST = dict(poll_s=0.01, join_timeout_s=2.0, writer_timeout_s=10.0)
 
 
 class RecordingSink(Sink):
-    """Keeps (ir code, vis code, timings) of every written frame; can fail or be slow."""
+    """Keeps (ir code, vis code) and the image of every write; can fail or be slow."""
 
     def __init__(self, *, fail_at: int | None = None, delay_s: float = 0.0) -> None:
-        self.rows: list[tuple[int, int, dict]] = []
-        self.frames = []
+        self.pairs: list[tuple[int, int]] = []
+        self.images: list[np.ndarray] = []
+        self.indices: list[int] = []
         self.fail_at = fail_at
         self.delay_s = delay_s
         self.closed = False
 
-    def write(self, frame) -> None:
-        if self.fail_at is not None and len(self.rows) == self.fail_at:
+    def write(self, image, *, index=0, timestamp_s=None, name=None) -> None:
+        if self.fail_at is not None and len(self.pairs) == self.fail_at:
             raise SinkError("disk full (test)")
         if self.delay_s:
             time.sleep(self.delay_s)
-        self.frames.append(frame)
-        out = frame.output
-        self.rows.append((decode_index(out, half="left"), decode_index(out, half="right"), dict(frame.timings)))
+        self.images.append(image)
+        self.indices.append(index)
+        self.pairs.append((decode_index(image, half="left"), decode_index(image, half="right")))
 
     def close(self) -> None:
         self.closed = True
-
-    @property
-    def pairs(self) -> list[tuple[int, int]]:
-        return [(a, b) for a, b, _ in self.rows]
 
 
 def coded_sources(n_ir: int, n_vis: int | None = None, **kwargs) -> tuple[ListSource, ListSource]:
@@ -57,6 +56,7 @@ def coded_sources(n_ir: int, n_vis: int | None = None, **kwargs) -> tuple[ListSo
 
 
 def no_pipeline_threads() -> bool:
+    """No ``dstfuse-*`` thread is alive (joined threads disappear at once; allow a moment for the OS)."""
     deadline = time.monotonic() + 2.0
     while time.monotonic() < deadline:
         if not [t for t in threading.enumerate() if t.name.startswith("dstfuse-")]:
@@ -70,13 +70,14 @@ def test_lossless_keeps_every_frame_in_order_with_a_slow_consumer(tmp_path):
     sink = RecordingSink(delay_s=0.002)
     video = VideoSink(tmp_path / "out.mp4", fps=30)
     cfg = PipelineConfig(queue_size=2, **FAST)
+    fuser = MaxFuser(delay_s=0.005)
     with FusionPipeline(
-        open_source(ir_path), open_source(vis_path, role="vis"), MaxFuser(delay_s=0.005),
+        open_source(ir_path), open_source(vis_path, role="vis"), fuser,
         sinks=[sink, video], config=cfg, timing_log=TimingLog(tmp_path / "t.csv"),
     ) as pipe:
         summary = pipe.run()
     assert pipe.sync == {"ir": "lossless", "vis": "lossless"} and pipe.pairing == "index"
-    assert sink.pairs == [(i, i) for i in range(40)]
+    assert sink.pairs == [(i, i) for i in range(40)] and sink.indices == list(range(40))
     written = read_video(tmp_path / "out.mp4")
     assert [(decode_index(f, half="left"), decode_index(f, half="right")) for f in written] == sink.pairs
     assert summary.frames_read == {"ir": 40, "vis": 40}
@@ -85,40 +86,43 @@ def test_lossless_keeps_every_frame_in_order_with_a_slow_consumer(tmp_path):
     assert summary.latency_ms["p50"] > 0 and summary.latency_ms["p99"] >= summary.latency_ms["p50"]
     assert summary.temporal_stability["steps"] == 39
     assert len((tmp_path / "t.csv").read_text().splitlines()) == 41
+    assert fuser.dtypes == {np.dtype(np.uint8)}  # the backend gets uint8 luma, not float copies
     assert no_pipeline_threads()
 
 
-def test_latest_drops_frames_but_bounds_the_lag():
-    n, queue_size = 120, 2
-    clock = [i * 0.004 for i in range(n)]  # both cameras produce a frame every ~4 ms
-    ir = ListSource([ir_frame(i) for i in range(n)], timestamps=clock, live=True, pace_s=0.004, fps=250)
-    vis = ListSource([vis_frame(i) for i in range(n)], timestamps=clock, live=True, pace_s=0.004, fps=250)
+def test_latest_keeps_the_newest_frames_and_drops_exactly_the_rest():
+    """Live sources, a consumer stalled on the first pair until both readers have read everything:
+    ``latest`` keeps the first pair, then exactly the newest ``queue_size - 1`` frames (one queue
+    slot holds the end of stream); every other frame is counted as dropped by the queue."""
+    n, q = 30, 3
+    release = threading.Event()
+    clock = [i / 30 for i in range(n)]
+    ir = ListSource([ir_frame(i) for i in range(n)], timestamps=clock, live=True, release=release)
+    vis = ListSource([vis_frame(i) for i in range(n)], timestamps=clock, live=True, release=release)
+
+    def stall_on_first_call(call: int) -> None:
+        if call == 0:
+            release.set()  # the sources may now deliver frames 1..n-1 ...
+            deadline = time.monotonic() + 30
+            while not (ir.closed and vis.closed) and time.monotonic() < deadline:  # ... and finish
+                time.sleep(0.005)
+
     sink = RecordingSink()
-    cfg = PipelineConfig(queue_size=queue_size, **FAST)
-    summary = FusionPipeline(ir, vis, MaxFuser(delay_s=0.04), sinks=[sink], config=cfg).run()
+    summary = FusionPipeline(ir, vis, MaxFuser(on_call=stall_on_first_call), sinks=[sink],
+                             config=PipelineConfig(queue_size=q, **FAST)).run()
     assert summary.sync == {"ir": "latest", "vis": "latest"} and summary.pairing == "timestamp"
+    kept = [0, *range(n - q + 1, n)]
+    assert sink.pairs == [(i, i) for i in kept]
     assert summary.frames_read == {"ir": n, "vis": n}
-    assert 0 < summary.frames_written < n // 2
-    assert summary.queue_dropped["ir"] > 0 and summary.queue_dropped["vis"] > 0
-    ir_idx = [a for a, _ in sink.pairs]
-    assert all(a == b for a, b in sink.pairs)  # same timestamps -> same index
-    assert ir_idx == sorted(set(ir_idx))  # strictly increasing: nothing re-ordered
-    lags = [t["lag_frames"] for _, _, t in sink.rows]
-    assert max(lags) <= queue_size + 1
-    # every frame read is accounted for: written, dropped by the queue, unmatched, or never taken
-    for role in ("ir", "vis"):
-        taken = summary.frames_written + summary.unmatched[role]
-        assert taken + summary.queue_dropped[role] <= n
+    assert summary.queue_dropped == {"ir": n - q, "vis": n - q}
+    assert summary.unmatched == {"ir": 0, "vis": 0} and summary.frames_written == q
 
 
 def test_a_raising_fuser_stops_every_stage_and_is_reraised():
     ir, vis = coded_sources(250)
     sink = RecordingSink()
-    cfg = PipelineConfig(queue_size=2, **FAST)
-    t0 = time.monotonic()
     with pytest.raises(RuntimeError, match="fuser failed on call 3"):
-        FusionPipeline(ir, vis, MaxFuser(fail_at=3), sinks=[sink], config=cfg).run()
-    assert time.monotonic() - t0 < 5
+        FusionPipeline(ir, vis, MaxFuser(fail_at=3), sinks=[sink], config=PipelineConfig(queue_size=2, **FAST)).run()
     assert sink.pairs == [(0, 0), (1, 1), (2, 2)]  # what was fused is written
     assert sink.closed and ir.closed and vis.closed
     assert no_pipeline_threads()
@@ -128,12 +132,12 @@ def test_a_failing_sink_stops_readers_and_fusion():
     ir, vis = coded_sources(250)
     fuser = MaxFuser()
     sink = RecordingSink(fail_at=2)
-    pipe = FusionPipeline(ir, vis, fuser, sinks=[sink], config=PipelineConfig(queue_size=2, **FAST))
-    t0 = time.monotonic()
+    q = 2
+    pipe = FusionPipeline(ir, vis, fuser, sinks=[sink], config=PipelineConfig(queue_size=q, **FAST))
     with pytest.raises(SinkError, match="disk full"):
         pipe.run()
-    assert time.monotonic() - t0 < 5
-    assert fuser.calls < 20 and sink.closed
+    # at most: 3 frames taken by the writer + a full writer queue + the one being handed over
+    assert 3 <= fuser.calls <= 3 + q + 1 and sink.closed and ir.closed and vis.closed
     assert pipe.summary.stopped_by == "error" and pipe.summary.error.startswith("write: SinkError")
     assert no_pipeline_threads()
 
@@ -153,14 +157,17 @@ def test_a_source_error_keeps_what_was_read_and_is_reraised():
 def test_request_stop_finishes_the_current_frame_and_closes():
     ir, vis = coded_sources(250)
     sink = RecordingSink()
-    pipe = FusionPipeline(ir, vis, MaxFuser(delay_s=0.01), sinks=[sink], config=PipelineConfig(queue_size=2, **FAST))
-    timer = threading.Timer(0.15, pipe.request_stop)
-    timer.start()
+    pipe = None
+
+    def stop_during_call(call: int) -> None:
+        if call == 4:
+            pipe.request_stop()
+
+    pipe = FusionPipeline(ir, vis, MaxFuser(on_call=stop_during_call), sinks=[sink], config=PipelineConfig(queue_size=2, **FAST))
     summary = pipe.run()
-    timer.join()
     assert summary.stopped_by == "stop"
-    assert 0 < summary.frames_written == summary.frames_fused == len(sink.rows) < 250
-    assert sink.pairs == [(i, i) for i in range(len(sink.rows))] and sink.closed
+    assert summary.frames_written == summary.frames_fused == 5  # the frame being fused when asked is finished
+    assert sink.pairs == [(i, i) for i in range(5)] and sink.closed and ir.closed and vis.closed
     assert no_pipeline_threads()
 
 
@@ -168,7 +175,7 @@ def test_max_frames_and_different_lengths(capsys):
     ir, vis = coded_sources(30)
     summary = FusionPipeline(ir, vis, MaxFuser(), config=PipelineConfig(max_frames=7, progress=True, **FAST)).run()
     assert summary.frames_written == 7 and summary.stopped_by == "max_frames"
-    assert "7/7" in capsys.readouterr().err  # tqdm bar: written / expected
+    assert "7/7" in capsys.readouterr().err  # tqdm bar: finished / expected
     ir, vis = coded_sources(9, 12)
     sink = RecordingSink()
     summary = FusionPipeline(ir, vis, MaxFuser(), sinks=[sink], config=PipelineConfig(**FAST)).run()
@@ -182,24 +189,10 @@ def test_ir_resized_to_visible_and_processing_size():
     sink = RecordingSink()
     FusionPipeline(ir, vis, MaxFuser(), sinks=[sink], config=PipelineConfig(**FAST)).run()
     assert sink.pairs == [(0, 0), (1, 1), (2, 2)]
-    assert sink.frames[0].output.shape == (32, 160, 3)
+    assert sink.images[0].shape == (32, 160, 3)
     ir, vis = coded_sources(2)
-    sink = RecordingSink()
-    FusionPipeline(ir, vis, MaxFuser(), sinks=[sink], config=PipelineConfig(max_size=80, gray=True, **FAST)).run()
-    assert sink.frames[0].output.shape == (16, 80)
-
-
-def test_colour_keeps_visible_chroma_and_no_normalisation():
-    vis = np.zeros((8, 8, 3), np.uint8)
-    vis[..., 2] = 200  # red
-    vis[..., 1] = 40
-    ir = np.full((8, 8), 10, np.uint8)
-    prepared = prepare_pair(ir, vis)
-    fused_y, out = finish_fused(prepared.vis_y.astype(np.float32) / 255.0, prepared)
-    assert np.abs(out.astype(int) - vis.astype(int)).max() <= 2
-    # a constant dark frame stays dark: fixed mapping, no per-frame min-max stretch
-    fused_y, out = finish_fused(np.full((8, 8), 0.1, np.float32), prepared, gray=True)
-    assert out.ndim == 2 and np.all(out == 26)
+    frames = list(FusionPipeline(ir, vis, Fuser(backend=MaxFuser(), output="gray"), config=PipelineConfig(max_size=80, **FAST)))
+    assert [f.fused.shape for f in frames] == [(16, 80), (16, 80)]
 
 
 def test_homography_aligns_a_shifted_ir_stream():
@@ -209,8 +202,8 @@ def test_homography_aligns_a_shifted_ir_stream():
     h = np.array([[1.0, 0, -shift], [0, 1.0, 0], [0, 0, 1.0]])
     sink = RecordingSink()
     FusionPipeline(
-        ListSource(ir_imgs), ListSource([vis_frame(i) for i in range(3)]), MaxFuser(),
-        sinks=[sink], homography=h, config=PipelineConfig(**FAST),
+        ListSource(ir_imgs), ListSource([vis_frame(i) for i in range(3)]), Fuser(backend=MaxFuser(), homography=h),
+        sinks=[sink], config=PipelineConfig(**FAST),
     ).run()
     assert sink.pairs == [(0, 0), (1, 1), (2, 2)]
 
@@ -219,11 +212,10 @@ def test_real_lite_model_matches_direct_inference(lite_model):
     rng = np.random.default_rng(0)
     ir_imgs = [rng.integers(0, 256, (24, 32), dtype=np.uint8) for _ in range(2)]
     vis_imgs = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(2)]
-    sink = RecordingSink()
     backend = TorchBackend(lite_model, device="cpu")
-    FusionPipeline(ListSource(ir_imgs), ListSource(vis_imgs), backend, sinks=[sink], config=PipelineConfig(**FAST)).run()
-    assert len(sink.frames) == 2
-    frame = sink.frames[1]
+    frames = list(FusionPipeline(ListSource(ir_imgs), ListSource(vis_imgs), backend, config=PipelineConfig(**FAST)))
+    assert len(frames) == 2
+    frame = frames[1]
     assert np.array_equal(frame.ir, ir_imgs[1])
     assert np.array_equal(frame.vis_y, split_luma(vis_imgs[1])[0])
     ir_t = torch.from_numpy(frame.ir.astype(np.float32) / 255.0)[None, None]
@@ -231,13 +223,53 @@ def test_real_lite_model_matches_direct_inference(lite_model):
     with torch.inference_mode():
         expected = float_to_uint8(lite_model(ir_t, vis_t)[0, 0].numpy())
     assert np.abs(frame.fused_y.astype(int) - expected.astype(int)).max() <= 1
-    assert frame.output.shape == (24, 32, 3)
+    assert frame.fused.shape == (24, 32, 3)
+
+
+def test_iteration_without_outputs_yields_every_frame_with_its_position():
+    ir, vis = coded_sources(6)
+    pipe = FusionPipeline(ir, vis, MaxFuser(), config=PipelineConfig(**FAST))
+    frames = list(pipe)
+    assert [f.index for f in frames] == list(range(6))
+    assert [f.timestamp for f in frames] == pytest.approx([i / 30 for i in range(6)])
+    assert [(decode_index(f.fused, half="left"), decode_index(f.fused, half="right")) for f in frames] == [(i, i) for i in range(6)]
+    assert pipe.writer is None and pipe.summary.frames_written == 6 and pipe.summary.stopped_by == "end"
+    assert {"pair_ms", "preprocess_ms", "fuse_ms", "postprocess_ms", "lag_frames"} <= set(frames[0].timings)
+    with pytest.raises(RuntimeError, match="runs once"):
+        iter(pipe)
+
+
+def test_leaving_the_loop_stops_every_thread_and_writes_what_was_fused(tmp_path):
+    ir, vis = coded_sources(250)
+    sink = RecordingSink()
+    pipe = FusionPipeline(ir, vis, MaxFuser(), sinks=[sink], config=PipelineConfig(queue_size=2, **FAST))
+    for frame in pipe:
+        if frame.index == 3:
+            break
+    assert no_pipeline_threads() and ir.closed and vis.closed and sink.closed
+    assert pipe.summary.stopped_by == "closed"
+    assert sink.pairs[:4] == [(i, i) for i in range(4)] and len(sink.pairs) == pipe.summary.frames_written
+
+
+def test_an_exception_in_the_consumer_stops_every_thread():
+    ir, vis = coded_sources(250)
+    pipe = FusionPipeline(ir, vis, MaxFuser(), config=PipelineConfig(queue_size=2, **FAST))
+
+    def consume() -> None:
+        for frame in pipe:
+            if frame.index == 2:
+                raise KeyError("consumer bug")
+
+    with pytest.raises(KeyError, match="consumer bug"):
+        consume()
+    assert no_pipeline_threads() and ir.closed and vis.closed
+    assert pipe.summary.stopped_by == "closed" and pipe.summary.frames_fused == 3
 
 
 def test_validation_and_close_without_run():
     with pytest.raises(ConfigError):
         PipelineConfig(sync="fast")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="queue_size: expected >= 1"):
         PipelineConfig(queue_size=0)
     assert resolve_sync("auto", live=True) == "latest" and resolve_sync("auto", live=False) == "lossless"
     ir, vis = coded_sources(2)

@@ -1,4 +1,4 @@
-"""Video/image/timing sinks: even-size padding, codec fallback, VFR, names, log columns."""
+"""Video/image/timing sinks (plain uint8 images in): even-size padding, codec fallback, VFR, names, log columns."""
 
 from __future__ import annotations
 
@@ -14,20 +14,16 @@ import pytest
 from synthetic import decode_index, read_video, vis_frame
 
 from dstfuse_stream.errors import SinkError
+from dstfuse_stream.fuser import FusedFrame
 from dstfuse_stream.sinks import (
     TIMING_COLUMNS,
-    FusedFrame,
     ImageFolderSink,
     TimingLog,
     VideoSink,
     pad_to_even,
     write_json,
 )
-
-
-def fused_frame(index: int, image: np.ndarray, *, name: str | None = None, t: float = 0.0) -> FusedFrame:
-    y = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    return FusedFrame(index=index, ir=y, vis=image, vis_y=y, fused_y=y, output=image, timestamp_s=t, name=name)
+from dstfuse_stream.writer import render
 
 
 def test_pad_to_even_replicates_the_last_row_and_column():
@@ -44,7 +40,7 @@ def test_h264_mp4_with_odd_size_is_padded_and_decodes(tmp_path):
     assert sink.codec_name == "libx264"
     for i in range(6):
         img = cv2.copyMakeBorder(vis_frame(i), 0, 1, 0, 1, cv2.BORDER_CONSTANT)  # 161 x 33
-        sink.write(fused_frame(i, img))
+        sink.write(img, index=i)
     sink.close()
     sink.close()  # idempotent
     with av.open(str(tmp_path / "out.mp4")) as c:
@@ -62,7 +58,7 @@ def test_codec_fallback_is_logged(tmp_path, caplog):
     assert sink.codec_name == "mpeg4"
     assert "no-such-codec is not available" in caplog.text and "using mpeg4" in caplog.text
     for i in range(3):
-        sink.write(fused_frame(i, vis_frame(i)))
+        sink.write(vis_frame(i), index=i)
     sink.close()
     assert [decode_index(f, half="right") for f in read_video(tmp_path / "out.mp4")] == [0, 1, 2]
     with pytest.raises(SinkError, match="none of the codecs"):
@@ -73,7 +69,7 @@ def test_vfr_uses_frame_timestamps(tmp_path):
     sink = VideoSink(tmp_path / "live.mp4", fps=30, vfr=True)
     times = [10.0, 10.1, 10.25, 10.3]
     for i, t in enumerate(times):
-        sink.write(fused_frame(i, vis_frame(i), t=t))
+        sink.write(vis_frame(i), index=i, timestamp_s=t)
     sink.close()
     with av.open(str(tmp_path / "live.mp4")) as c:
         got = [float(f.time) for f in c.decode(video=0)]
@@ -81,13 +77,20 @@ def test_vfr_uses_frame_timestamps(tmp_path):
 
 
 def test_preview_is_three_panels_and_size_changes_are_rejected(tmp_path):
+    y = cv2.cvtColor(vis_frame(0), cv2.COLOR_BGR2GRAY)
+    frame = FusedFrame(ir=y, vis=vis_frame(0), vis_y=y, fused_y=y, fused=vis_frame(0))
     sink = VideoSink(tmp_path / "p.mp4", content="preview")
-    sink.write(fused_frame(0, vis_frame(0)))
+    assert sink.content == "preview" and render(frame, "fused") is frame.fused
+    sink.write(render(frame, sink.content), index=0)
     assert sink.describe()["size_wh"] == [480, 32]
     with pytest.raises(SinkError, match="size changed"):
-        sink.write(fused_frame(1, np.zeros((20, 20, 3), np.uint8)))
+        sink.write(np.zeros((20, 20, 3), np.uint8), index=1)
+    with pytest.raises(SinkError, match=r"expected dtype uint8, got float32"):
+        sink.write(np.zeros((32, 480, 3), np.float32), index=1)
     sink.close()
     assert len(read_video(tmp_path / "p.mp4")) == 1
+    with pytest.raises(SinkError, match="content 'side'"):
+        VideoSink(tmp_path / "q.mp4", content="side")
 
 
 def test_video_sink_bad_paths(tmp_path):
@@ -100,9 +103,9 @@ def test_video_sink_bad_paths(tmp_path):
 
 def test_image_folder_names_and_collisions(tmp_path):
     sink = ImageFolderSink(tmp_path / "frames")
-    sink.write(fused_frame(0, vis_frame(0), name="010001"))
-    sink.write(fused_frame(1, vis_frame(1), name="010001"))  # same name again -> index
-    sink.write(fused_frame(2, vis_frame(2)))
+    sink.write(vis_frame(0), index=0, name="010001")
+    sink.write(vis_frame(1), index=1, name="010001")  # same name again -> index
+    sink.write(vis_frame(2), index=2)
     sink.close()
     names = sorted(p.name for p in (tmp_path / "frames").iterdir())
     assert names == ["000001.png", "000002.png", "010001.png"]

@@ -30,7 +30,21 @@ def test_video_file_frames_in_order_with_pts_timestamps(tmp_path):
     assert [f.index for f in got] == list(range(12))
     assert [decode_index(f.image, half="left") for f in got] == list(range(12))
     assert [f.timestamp_s for f in got] == pytest.approx([i * 0.04 for i in range(12)], abs=1e-9)
-    assert got[0].image.shape == (32, 160, 3) and got[0].image.dtype == np.uint8
+    assert got[0].image.shape == (32, 160) and got[0].image.dtype == np.uint8  # IR: decoded straight to gray
+    with open_source(path, role="ir", gray=False) as src:
+        assert src.gray is False and next(iter(src.frames())).image.shape == (32, 160, 3)
+
+
+def test_gray_decoding_is_the_range_expanded_luma(tmp_path):
+    """IR decoded to gray equals the Y plane of the same frame, expanded from video range (16-235)."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (32, 48), dtype=np.uint8) for _ in range(2)]
+    path = write_video(tmp_path / "g.mp4", images, codec="libx264")
+    with VideoFileSource(path, gray=True) as gray, VideoFileSource(path) as colour:
+        for g, c in zip(gray.frames(), colour.frames()):
+            assert g.image.shape == (32, 48)
+            # the BGR route rounds through RGB; it agrees to within 3 levels
+            assert np.abs(g.image.astype(int) - cv2.cvtColor(c.image, cv2.COLOR_BGR2YCrCb)[..., 0]).max() <= 3
 
 
 def test_mp4_at_22_fps_timestamps(tmp_path):
@@ -64,7 +78,8 @@ def test_llvip_layout_roles_and_pairs(tmp_path):
     ir = open_source(tmp_path, role="ir")
     vis = open_source(tmp_path, role="vis")
     assert ir.frame_count == vis.frame_count == 5
-    assert all(f.image.shape == (32, 160, 3) for f in ir.frames())
+    assert all(f.image.shape == (32, 160) for f in ir.frames())  # IR side read as gray
+    assert all(f.image.shape == (32, 160, 3) for f in vis.frames())
     ir_src, vis_src = open_pairs(tmp_path, split="test", fps=10)
     assert [p.name for p in ir_src.paths] == ["90000.png", "90001.png"]
     assert [p.parent.name for p in vis_src.paths] == ["test", "test"]
@@ -140,16 +155,16 @@ def test_truncated_files(tmp_path):
         open_source(tmp_path / "cut.mp4")
     mkv = write_video(tmp_path / "v.mkv", [ir_frame(i) for i in range(30)])
     data = mkv.read_bytes()
-    (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])
-    try:
-        got = [f.index for f in open_source(tmp_path / "cut.mkv").frames()]
-    except SourceError:
-        got = None  # a clear error is fine too
-    assert got is None or 0 < len(got) < 30
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])  # Matroska: the first half still decodes
+    got = list(open_source(tmp_path / "cut.mkv").frames())
+    assert 0 < len(got) < 30
+    assert [f.index for f in got] == [decode_index(f.image, half="left") for f in got] == list(range(len(got)))
+    (tmp_path / "head.mkv").write_bytes(data[:200])  # cut inside the header
+    with pytest.raises(SourceError, match="cannot open"):
+        open_source(tmp_path / "head.mkv")
 
 
-def test_missing_camera_and_unreachable_url_fail_fast():
-    t0 = time.monotonic()
+def test_missing_camera_and_unreachable_url_are_source_errors():
     with pytest.raises(SourceError, match="camera 57"):
         open_source("cam57")
     with pytest.raises(SourceError, match="device not found"):
@@ -158,7 +173,6 @@ def test_missing_camera_and_unreachable_url_fail_fast():
         open_source("rtsp://127.0.0.1:9/stream", timeout_s=2)
     with pytest.raises(SourceError, match="cannot open"):
         StreamSource("http://127.0.0.1:9/video.mp4", open_timeout_s=2, read_timeout_s=2)
-    assert time.monotonic() - t0 < 10
 
 
 def test_image_list_needs_images():

@@ -4,9 +4,14 @@
 
 * ``torch``: :class:`~dstfuse_stream.backends.torch_backend.TorchBackend` (eager PyTorch).
 * ``onnx``: :class:`~dstfuse_stream.backends.onnx_backend.OnnxBackend` (ONNX Runtime CPU/CUDA/TensorRT
-  provider) on ``onnx_path``, or on an export of ``weights`` cached under the user cache folder.
+  provider) on ``onnx_path``, or on an export of ``weights`` cached under the user cache folder
+  (:mod:`~dstfuse_stream.backends.onnx_cache`; the first export is announced with its path).
 * ``tensorrt``: ONNX Runtime's TensorRT provider when onnxruntime offers it, else Torch-TensorRT.
-* ``auto``: the fastest available, see :func:`auto_candidates`.
+* ``auto``: the fastest available, see :func:`auto_candidates`. A candidate that cannot start (a
+  missing optional package such as onnxruntime, a failed export) is skipped with one warning line.
+
+Precision names and defaults: :mod:`dstfuse_stream.backends.precision`. Nothing here imports torch,
+onnx or onnxruntime at import time.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dstfuse_stream.backends.base import FusionBackend, as_batch
-from dstfuse_stream.errors import BackendError
+from dstfuse_stream.backends.precision import default_precision, resolve_precision
+from dstfuse_stream.errors import BackendError, require_module
 
 __all__ = ["FusionBackend", "as_batch", "create_backend", "auto_candidates", "Candidate", "BACKEND_NAMES", "CPU_AUTO"]
 
@@ -27,13 +33,14 @@ logger = logging.getLogger(__name__)
 BACKEND_NAMES = ("auto", "torch", "onnx", "tensorrt")
 
 #: What ``auto`` uses on CPU, decided by measurement (docs/export.md, ``dstfuse-export
-#: compare-cpu --preset lite --size 256x320``): ONNX Runtime CPU ran the lite model faster than torch
+#: compare-cpu --preset lite --size 320x256``): ONNX Runtime CPU ran the lite model faster than torch
 #: CPU in every interleaved run on the 2-core development machine. The one-off export (a few seconds)
 #: is cached per checkpoint SHA-256.
 CPU_AUTO = "onnx"
 
+_ORT_INSTALL = "pip install onnxruntime (or onnxruntime-gpu)"
 _EXTRAS = {
-    "torch": {"compile"},
+    "torch": {"compile", "threads"},
     "onnx": {"providers", "threads", "profile", "cache_dir", "device_id"},
     "tensorrt": {"profile", "cache_dir", "engine", "method", "device_id"},
 }
@@ -67,7 +74,7 @@ def auto_candidates(
     gpu_device = str(device) if str(device).startswith("cuda") else "cuda"
     candidates: list[Candidate] = []
     if device != "cpu" and gpu:
-        p = precision or "fp16"
+        p = precision or default_precision(gpu_device, backend="torch")
         if "TensorrtExecutionProvider" in ort_providers or (torch_tensorrt_available and cuda_available):
             candidates.append(Candidate("tensorrt", gpu_device, p, "GPU with TensorRT: fastest, engine cached on disk"))
         if onnx_path is not None and "CUDAExecutionProvider" in ort_providers:
@@ -77,9 +84,9 @@ def auto_candidates(
     if str(device).startswith("cuda") and not candidates:
         raise BackendError(f"device {device!r}: no CUDA device for torch and no GPU provider in onnxruntime")
     if not candidates:
-        p = precision or "fp32"
+        p = precision or default_precision("cpu", backend="torch")
         if CPU_AUTO == "onnx":
-            candidates.append(Candidate("onnx", "cpu", p, "CPU: ONNX Runtime measured faster than torch (lite, 256x320)"))
+            candidates.append(Candidate("onnx", "cpu", p, "CPU: ONNX Runtime measured faster than torch (lite, 320x256)"))
         candidates.append(Candidate("torch", "cpu", p, "CPU: torch" + (" (fallback)" if candidates else "")))
     return candidates
 
@@ -103,8 +110,9 @@ def _create_onnx(weights: Any, onnx_path: Any, device: str, precision: str | Non
     from dstfuse_stream.backends.onnx_backend import OnnxBackend
 
     root = extras.pop("cache_dir", None)
+    require_module("onnxruntime", purpose="backend 'onnx'", install=_ORT_INSTALL)
     if onnx_path is None:
-        from dstfuse_export.cache import get_or_export_onnx
+        from dstfuse_stream.backends.onnx_cache import get_or_export_onnx
 
         onnx_path = get_or_export_onnx(weights, model=model, precision=precision or "fp32", cache_dir=root)
     trt_cache = None if root is None else Path(root) / "tensorrt"
@@ -112,8 +120,6 @@ def _create_onnx(weights: Any, onnx_path: Any, device: str, precision: str | Non
 
 
 def _create_tensorrt(weights: Any, onnx_path: Any, device: str, precision: str | None, model: Any, extras: dict) -> FusionBackend:
-    import onnxruntime as ort
-
     from dstfuse_stream.backends.tensorrt_options import DEFAULT_PROFILE
 
     if device == "cpu":
@@ -122,8 +128,8 @@ def _create_tensorrt(weights: Any, onnx_path: Any, device: str, precision: str |
     if method not in ("auto", "ort", "torch-tensorrt"):
         raise BackendError(f"backend 'tensorrt': method {method!r}: expected 'auto', 'ort' or 'torch-tensorrt'")
     profile = extras.pop("profile", None) or DEFAULT_PROFILE
-    precision = precision or "fp16"
-    available = ort.get_available_providers()
+    precision = precision or default_precision(device, backend="tensorrt")
+    available = _ort_providers()
     reasons = []
     if method in ("auto", "ort"):
         if "TensorrtExecutionProvider" in available:
@@ -131,7 +137,7 @@ def _create_tensorrt(weights: Any, onnx_path: Any, device: str, precision: str |
             from dstfuse_stream.backends.tensorrt_options import default_cache_dir, tensorrt_provider_options
 
             if onnx_path is None:
-                from dstfuse_export.cache import get_or_export_onnx
+                from dstfuse_stream.backends.onnx_cache import get_or_export_onnx
 
                 onnx_path = get_or_export_onnx(weights, model=model, precision="fp32", cache_dir=extras.get("cache_dir"))
             cache = Path(extras.get("cache_dir") or default_cache_dir()) / "tensorrt"
@@ -173,10 +179,11 @@ def create_backend(
         onnx_path: a ready ``.onnx`` (``onnx``/``tensorrt``/``auto``); without it the checkpoint is
             exported once and cached under the user cache folder, keyed by its SHA-256.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        precision: ``"fp32"``, ``"fp16"`` or ``None`` = the backend's default (fp32 for torch/onnx,
-            fp16 for tensorrt; ``auto``: fp16 on GPU, fp32 on CPU).
+        precision: one of :data:`~dstfuse_stream.backends.precision.PRECISIONS`; ``"auto"``/``None`` =
+            the backend's default (fp16 on CUDA and TensorRT, fp32 on CPU); ``bf16``/``int8`` raise
+            :class:`~dstfuse_stream.errors.ConfigError` (not implemented yet).
         model: an in-memory :class:`~dstfuse_stream.model.DSTFuse` instead of ``weights``.
-        extras: backend-specific: torch ``compile``; onnx ``providers``, ``threads``, ``profile``,
+        extras: backend-specific: torch ``compile``, ``threads``; onnx ``providers``, ``threads``, ``profile``,
             ``cache_dir``, ``device_id``; tensorrt ``profile`` (a ``ShapeProfile``), ``cache_dir``,
             ``engine`` (saved torch-tensorrt ``.ep``), ``method`` (``"auto"``/``"ort"``/``"torch-tensorrt"``).
             ``cache_dir`` is the cache root (default ``~/.cache/dstfuse-stream``): ONNX exports go to
@@ -187,8 +194,7 @@ def create_backend(
     """
     if name not in BACKEND_NAMES:
         raise BackendError(f"backend {name!r}: expected one of {list(BACKEND_NAMES)}")
-    if precision not in (None, "fp32", "fp16"):
-        raise BackendError(f"precision {precision!r}: expected 'fp32', 'fp16' or None")
+    precision = resolve_precision(precision)
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise BackendError(f"device {device!r}: expected 'auto', 'cpu' or 'cuda'")
     if name == "auto":
@@ -197,14 +203,23 @@ def create_backend(
     if name == "torch":
         from dstfuse_stream.backends.torch_backend import TorchBackend
 
-        return TorchBackend(model, weights=weights, device=device, precision=precision or "fp32", **extras)
+        return TorchBackend(model, weights=weights, device=device, precision=precision, **extras)
     if name == "onnx":
         return _create_onnx(weights, onnx_path, device, precision, model, dict(extras))
     return _create_tensorrt(weights, onnx_path, device, precision, model, dict(extras))
 
 
+def _ort_providers() -> list[str]:
+    """ONNX Runtime's execution providers, or ``[]`` when onnxruntime is not usable."""
+    try:
+        ort = require_module("onnxruntime", purpose="backend 'onnx'", install=_ORT_INSTALL)
+    except BackendError as exc:
+        logger.debug("%s", exc)
+        return []
+    return list(ort.get_available_providers())
+
+
 def _create_auto(*, weights: Any, onnx_path: Any, device: str, precision: str | None, model: Any, extras: dict) -> FusionBackend:
-    import onnxruntime as ort
     import torch
 
     known = set().union(*_EXTRAS.values())
@@ -214,7 +229,7 @@ def _create_auto(*, weights: Any, onnx_path: Any, device: str, precision: str | 
         device=device,
         precision=precision,
         cuda_available=torch.cuda.is_available(),
-        ort_providers=ort.get_available_providers(),
+        ort_providers=_ort_providers(),
         torch_tensorrt_available=_torch_tensorrt_available(),
         onnx_path=onnx_path,
     )

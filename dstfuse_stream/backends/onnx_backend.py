@@ -1,12 +1,13 @@
 """ONNX Runtime backend: an exported DSTFuse ``.onnx`` on the CPU, CUDA or TensorRT execution provider.
 
-The file must have inputs ``ir``, ``vis`` and output ``fused`` shaped ``(B, 1, H, W)``, as written
-by ``dstfuse-export onnx`` (``export/onnx_export.py``). Its ``metadata_props`` (precision, config)
-are read when present.
+The file must have inputs ``ir``, ``vis`` and output ``fused`` shaped ``(B, 1, H, W)``, as written by
+:mod:`dstfuse_stream.backends.onnx_export` (``dstfuse-export onnx``, or the first-use export of
+``auto``). Its ``metadata_props`` (precision, config) are read when present.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -14,14 +15,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dstfuse_stream.backends.base import FusionBackend
+from dstfuse_stream.backends.base import FusionBackend, to_float32
+from dstfuse_stream.backends.precision import resolve_precision
 from dstfuse_stream.backends.tensorrt_options import (
     ShapeProfile,
     cuda_provider_options,
     default_cache_dir,
     tensorrt_provider_options,
 )
-from dstfuse_stream.errors import BackendError
+from dstfuse_stream.errors import BackendError, require_module
 
 __all__ = ["OnnxBackend", "select_providers", "ProviderSpec", "TRT_PROVIDER", "CUDA_PROVIDER", "CPU_PROVIDER"]
 
@@ -32,6 +34,10 @@ CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 ProviderSpec = tuple[str, dict[str, Any]]
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save archives
+
+
+def _import_ort() -> Any:
+    return require_module("onnxruntime", purpose="backend 'onnx'", install="pip install onnxruntime (or onnxruntime-gpu)")
 
 
 def select_providers(
@@ -90,8 +96,7 @@ def select_providers(
 
 
 def _open_session(path: Path, providers: list[ProviderSpec], threads: int | None) -> Any:
-    import onnxruntime as ort
-
+    ort = _import_ort()
     if not path.is_file():
         raise BackendError(f"ONNX model {str(path)!r}: file not found")
     with open(path, "rb") as fh:
@@ -103,6 +108,8 @@ def _open_session(path: Path, providers: list[ProviderSpec], threads: int | None
         )
     options = ort.SessionOptions()
     if threads is not None:
+        if threads < 1:
+            raise BackendError(f"threads: expected >= 1, got {threads}")
         options.intra_op_num_threads = int(threads)
     try:
         return ort.InferenceSession(
@@ -137,6 +144,18 @@ def _check_signature(session: Any, path: Path) -> np.dtype:
     raise BackendError(f"ONNX model {str(path)!r}: expected float32 or float16 inputs, got {sorted(types)}")
 
 
+def _config_from_metadata(metadata: dict[str, str]) -> Any:
+    if "config" not in metadata:
+        return None
+    from dstfuse_stream.config import DSTFuseConfig
+
+    try:
+        return DSTFuseConfig.from_dict(json.loads(metadata["config"]))
+    except (ValueError, TypeError) as exc:  # ConfigError is a ValueError
+        logger.warning("ONNX metadata 'config' is not a DSTFuse config (%s); ignored", exc)
+        return None
+
+
 class OnnxBackend(FusionBackend):
     """DSTFuse through ONNX Runtime.
 
@@ -149,11 +168,13 @@ class OnnxBackend(FusionBackend):
         profile: TensorRT shape profile; enables the TensorRT provider under ``"auto"`` and makes
             :meth:`fuse` reject shapes outside it before running.
         cache_dir: TensorRT engine/timing cache folder (default ``<user cache>/dstfuse-stream/tensorrt``).
-        precision: expected precision (``"fp32"``/``"fp16"``); checked against the file's metadata.
+        precision: expected precision (``"auto"``/``None``: the file's; ``"fp32"``/``"fp16"``: checked
+            against the file's metadata; see :mod:`dstfuse_stream.backends.precision`).
             For the TensorRT provider ``"fp16"`` also enables TensorRT fp16 kernels.
     """
 
     name = "onnx"
+    accepts_uint8 = True
 
     def __init__(
         self,
@@ -167,10 +188,8 @@ class OnnxBackend(FusionBackend):
         precision: str | None = None,
         device_id: int = 0,
     ) -> None:
-        import onnxruntime as ort
-
-        if precision not in (None, "fp32", "fp16"):
-            raise BackendError(f"precision {precision!r}: expected 'fp32' or 'fp16'")
+        ort = _import_ort()
+        precision = resolve_precision(precision)
         if str(device).startswith("cuda:"):
             index = str(device).split(":", 1)[1]
             if not index.isdigit():
@@ -192,8 +211,11 @@ class OnnxBackend(FusionBackend):
             Path(dict(specs)[TRT_PROVIDER]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
             logger.info("TensorRT engine for %s is built on first use (minutes) and cached", self.path.name)
         self._session = _open_session(self.path, specs, threads)
+        self._session_options = self._session.get_session_options()
         self._input_dtype = _check_signature(self._session, self.path)
         self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
+        #: the model config stored by the exporter (``None`` for files from elsewhere)
+        self.config = _config_from_metadata(self.metadata)
         file_precision = self.metadata.get("precision", "fp16" if self._input_dtype == np.float16 else "fp32")
         trt_active = self._session.get_providers()[0] == TRT_PROVIDER
         if precision is not None and precision != file_precision and not trt_active:
@@ -212,6 +234,11 @@ class OnnxBackend(FusionBackend):
         """The highest-priority provider the session actually registered (e.g. ``CPUExecutionProvider``)."""
         return self._active
 
+    @property
+    def threads(self) -> int:
+        """ONNX Runtime's intra-op thread setting of this session (0 = its default, one per core)."""
+        return int(self._session_options.intra_op_num_threads)
+
     def describe(self) -> str:
         return f"onnx {self.path.name} via {self.active_provider} on {self.device} ({self.precision})"
 
@@ -221,7 +248,7 @@ class OnnxBackend(FusionBackend):
         if self.profile is not None:
             self.profile.check(ir.shape, "ir")
             self.profile.check(vis.shape, "vis")
-        feeds = {"ir": ir.astype(self._input_dtype, copy=False), "vis": vis.astype(self._input_dtype, copy=False)}
+        feeds = {name: to_float32(x).astype(self._input_dtype, copy=False) for name, x in (("ir", ir), ("vis", vis))}
         (fused,) = self._session.run(["fused"], feeds)
         return np.asarray(fused, dtype=np.float32)
 

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from dstfuse_stream.backends.base import FusionBackend
+from dstfuse_stream.backends.precision import resolve_precision
 from dstfuse_stream.backends.tensorrt_options import DEFAULT_PROFILE, ShapeProfile
-from dstfuse_stream.errors import BackendError, ConfigError
+from dstfuse_stream.errors import BackendError
 from dstfuse_stream.model import DSTFuse
 
 __all__ = [
@@ -66,8 +67,7 @@ def compile_torch_tensorrt(model: DSTFuse, profile: ShapeProfile, *, precision: 
     """``torch_tensorrt.compile`` (dynamo) with explicit min/opt/max shapes for ``ir`` and ``vis``."""
     require_cuda("torch-tensorrt compile")
     trt = import_torch_tensorrt()
-    if precision not in ("fp32", "fp16"):
-        raise ConfigError(f"precision {precision!r}: expected 'fp32' or 'fp16'")
+    precision = resolve_precision(precision) or "fp16"
     model = model.eval().to("cuda")
     inputs = [
         trt.Input(

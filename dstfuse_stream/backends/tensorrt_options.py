@@ -10,12 +10,12 @@ between ``min_shape`` and ``max_shape`` (element-wise) and the kernels are tuned
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from dstfuse_stream.errors import ConfigError, InputShapeError
+from dstfuse_stream.geometry import parse_size_wh
 
 __all__ = [
     "INPUT_NAMES",
@@ -33,16 +33,18 @@ Shape = tuple[int, int, int, int]
 
 
 def parse_shape(text: str) -> Shape:
-    """``"BxCxHxW"`` or ``"HxW"`` (batch 1, one channel) -> ``(B, C, H, W)``; e.g. ``"1x1x480x640"``."""
-    parts = re.split(r"[x,]", text.strip().lower())
+    """``"BxCxHxW"`` (a tensor shape, in tensor order) or ``"WxH"`` (a frame size, width first as on
+    every command line; batch 1, one channel) -> ``(B, C, H, W)``: ``"1x1x480x640"`` == ``"640x480"``."""
+    parts = text.strip().lower().split("x")
+    if len(parts) == 2:
+        width, height = parse_size_wh(text)
+        return (1, 1, height, width)
     try:
         dims = tuple(int(p) for p in parts)
     except ValueError:
-        raise ConfigError(f"shape {text!r}: expected 'HxW' or 'BxCxHxW' with integers") from None
-    if len(dims) == 2:
-        dims = (1, 1, *dims)
+        raise ConfigError(f"shape {text!r}: expected 'WxH' or 'BxCxHxW' with integers") from None
     if len(dims) != 4:
-        raise ConfigError(f"shape {text!r}: expected 'HxW' or 'BxCxHxW', got {len(dims)} numbers")
+        raise ConfigError(f"shape {text!r}: expected 'WxH' or 'BxCxHxW', got {len(dims)} numbers")
     return dims  # type: ignore[return-value]
 
 
@@ -84,7 +86,7 @@ class ShapeProfile:
 
     @classmethod
     def parse(cls, min_shape: str, opt_shape: str, max_shape: str) -> "ShapeProfile":
-        """From CLI strings such as ``"1x1x64x64"`` or ``"480x640"``."""
+        """From CLI strings such as ``"1x1x64x64"`` or ``"640x480"`` (WxH)."""
         return cls(parse_shape(min_shape), parse_shape(opt_shape), parse_shape(max_shape))
 
     def contains(self, shape: Sequence[int]) -> bool:

@@ -8,7 +8,8 @@ import os
 import numpy as np
 import torch
 
-from dstfuse_stream.backends.base import FusionBackend
+from dstfuse_stream.backends.base import FusionBackend, check_tensor_pair
+from dstfuse_stream.backends.precision import default_precision, require_cuda_for, resolve_precision
 from dstfuse_stream.checkpoint import load_model
 from dstfuse_stream.errors import BackendError
 from dstfuse_stream.model import DSTFuse
@@ -38,11 +39,15 @@ class TorchBackend(FusionBackend):
         model: a :class:`DSTFuse`; if ``None`` it is loaded from ``weights`` (default: shipped weights).
         weights: checkpoint path used when ``model`` is ``None``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        precision: ``"fp32"`` or ``"fp16"`` (fp16 needs CUDA).
+        precision: ``"auto"`` (fp16 on CUDA, else fp32), ``"fp32"`` or ``"fp16"`` (CUDA only);
+            see :mod:`dstfuse_stream.backends.precision`.
         compile: wrap the model in ``torch.compile``.
+        threads: CPU intra-op threads (``torch.set_num_threads``, which is process-wide); ``None``
+            leaves torch's setting alone.
     """
 
     name = "torch"
+    accepts_uint8 = True
 
     def __init__(
         self,
@@ -50,14 +55,17 @@ class TorchBackend(FusionBackend):
         *,
         weights: str | os.PathLike[str] | None = None,
         device: str | None = "auto",
-        precision: str = "fp32",
+        precision: str | None = "fp32",
         compile: bool = False,
+        threads: int | None = None,
     ) -> None:
         device = resolve_device(device)
-        if precision not in ("fp32", "fp16"):
-            raise BackendError(f"precision {precision!r}: expected 'fp32' or 'fp16'")
-        if precision == "fp16" and not device.startswith("cuda"):
-            raise BackendError(f"precision 'fp16' needs a CUDA device, got device {device!r}")
+        precision = resolve_precision(precision) or default_precision(device, backend="torch")
+        require_cuda_for(precision, device, backend="torch")
+        if threads is not None:
+            if threads < 1:
+                raise BackendError(f"threads: expected >= 1, got {threads}")
+            torch.set_num_threads(int(threads))
         super().__init__(device=device, precision=precision)
         model = load_model(weights) if model is None else model
         self.config = model.config
@@ -70,12 +78,20 @@ class TorchBackend(FusionBackend):
         extra = ", compiled" if self.compiled else ""
         return f"torch on {self.device} ({self.precision}{extra}, model {self.config.name})"
 
-    def fuse_tensor(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        """Fuse tensors already on the backend's device; returns float32 ``(B, 1, H, W)``."""
+    def _forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """Tensors already on the device (uint8 0-255 or float in [0, 1]) -> float32 fused."""
+        if ir.dtype == torch.uint8:
+            ir, vis = (t.float().mul_(1.0 / 255.0) for t in (ir, vis))
         with torch.inference_mode():
             return self._run(ir.to(self._dtype), vis.to(self._dtype)).float()
+
+    def fuse_tensor(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """Fuse float tensors ``(B, 1, H, W)`` in [0, 1] on any device; float32 result on ``ir``'s device."""
+        ir, vis = check_tensor_pair(ir, vis)
+        fused = self._forward(ir.to(self.device), vis.to(self.device))
+        return fused.to(ir.device)
 
     def fuse_batch(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         ir_t = torch.from_numpy(ir).to(self.device, non_blocking=True)
         vis_t = torch.from_numpy(vis).to(self.device, non_blocking=True)
-        return self.fuse_tensor(ir_t, vis_t).cpu().numpy()
+        return self._forward(ir_t, vis_t).cpu().numpy()
