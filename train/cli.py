@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="motion-blur kernel lengths in px (default %(default)s)")
     p.add_argument("--blur-curriculum", type=int, default=g.curriculum_epochs, metavar="EPOCHS",
                    help="grow the longest blur from MIN to MAX over this many epochs (default 0 = off)")
+    p.add_argument("--blur-angles", type=float, nargs="+", default=None, metavar="DEG",
+                   help="draw blur directions from these angles (default: uniform in [0, 180))")
     p.add_argument("--partial-blur-prob", type=float, default=g.partial_prob,
                    help="share of blurred crops blurred only inside a soft random region (default %(default)s)")
     p.add_argument("--dark-prob", type=float, default=g.dark_prob, help="probability of a low-light input (default %(default)s)")
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     degradation = Degradation(
         blur_prob=args.blur_prob, blur_lengths=tuple(args.blur_lengths), curriculum_epochs=args.blur_curriculum,
+        angles=None if args.blur_angles is None else tuple(args.blur_angles),
         partial_prob=args.partial_blur_prob, dark_prob=args.dark_prob, dark_gain=tuple(args.dark_gain), noise_std=args.noise_std,
     )
     model_config = get_config(args.preset)

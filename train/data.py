@@ -141,6 +141,8 @@ class Degradation:
         blur_lengths: ``(min, max)`` kernel length in pixels (odd lengths are drawn uniformly).
         curriculum_epochs: the longest length grows linearly from ``min`` to ``max`` over these
             epochs (0 = the full range from the start); short blur first, long blur later.
+        angles: blur directions in degrees to draw from (``None`` = uniform in [0, 180)); a
+            curriculum over directions runs with few angles first (see ``docs/training.md``).
         partial_prob: share of blurred samples blurred only inside a random soft ellipse (the rest of
             the crop stays sharp), so the mapping attention learns *where* the input is blurred.
         dark_prob: probability of a low-light exposure: gain drawn from ``dark_gain`` plus Gaussian
@@ -150,6 +152,7 @@ class Degradation:
     blur_prob: float = 0.5
     blur_lengths: tuple[int, int] = (3, 15)
     curriculum_epochs: int = 0
+    angles: tuple[float, ...] | None = None
     partial_prob: float = 0.0
     dark_prob: float = 0.0
     dark_gain: tuple[float, float] = (0.5, 1.0)
@@ -167,6 +170,10 @@ class Degradation:
         object.__setattr__(self, "dark_gain", (g_lo, g_hi))
         if not 0.0 < g_lo <= g_hi <= 1.0:
             raise ConfigError(f"dark_gain: expected 0 < low <= high <= 1, got {self.dark_gain}")
+        if self.angles is not None:
+            object.__setattr__(self, "angles", tuple(float(a) for a in self.angles))
+            if not self.angles:
+                raise ConfigError("angles: expected at least one angle or None (uniform)")
         if self.curriculum_epochs < 0 or self.noise_std < 0:
             raise ConfigError("curriculum_epochs and noise_std: expected >= 0")
 
@@ -180,6 +187,7 @@ class Degradation:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["blur_lengths"], d["dark_gain"] = list(self.blur_lengths), list(self.dark_gain)
+        d["angles"] = None if self.angles is None else list(self.angles)
         return d
 
 
@@ -236,7 +244,8 @@ class CropSampler:
             lo = d.blur_lengths[0]
             hi = max(lo, d.max_length(epoch))
             length = 2 * int(rng.integers(lo // 2, hi // 2 + 1)) + 1
-            blurred = motion_blur(sharp, length, float(rng.uniform(0.0, 180.0)))
+            angle = float(rng.uniform(0.0, 180.0)) if d.angles is None else float(d.angles[rng.integers(len(d.angles))])
+            blurred = motion_blur(sharp, length, angle)
             if rng.random() < d.partial_prob:
                 mask = soft_ellipse_mask(sharp.shape[0], rng)
                 blurred = mask * blurred + (1.0 - mask) * sharp
