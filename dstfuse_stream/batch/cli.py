@@ -21,10 +21,8 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -200,28 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
     logging.getLogger("dstfuse_stream").setLevel(getattr(logging, args.log_level))
-    received: list[int] = []
-    restore = _stop_on_sigterm(received)
     try:
         return run_command(PROG, _run, args, argv)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (ray_runner.Terminated)
         _say("interrupted: finished outputs kept, unfinished ones removed; run the same command again to resume", err=True)
-        return 128 + (received[0] if received else signal.SIGINT)
-    finally:
-        restore()
-
-
-def _stop_on_sigterm(received: list[int]) -> Callable[[], None]:
-    """SIGTERM takes Ctrl-C's path (workers stopped, temporaries removed); main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum: int, _frame: object) -> None:
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+        return 128 + getattr(exc, "signum", signal.SIGINT)
 
 
 if __name__ == "__main__":

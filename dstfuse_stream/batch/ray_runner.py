@@ -21,12 +21,15 @@ package and sees the input and output paths at the same place (a shared file sys
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -35,7 +38,7 @@ from dstfuse_stream.batch.job import BatchSettings, FuserSpec, ItemResult, remov
 from dstfuse_stream.batch.plan import WorkItem
 from dstfuse_stream.errors import BackendError, ConfigError, DSTFuseError, require_module
 
-__all__ = ["require_ray", "RayOptions", "FuseWorker", "ProgressCounter", "run_on_ray"]
+__all__ = ["require_ray", "RayOptions", "FuseWorker", "ProgressCounter", "Terminated", "run_on_ray"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +129,36 @@ class FuseWorker:
             self.fuser = None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during :func:`run_on_ray`: the same clean stop as Ctrl-C (``signum`` says which)."""
+
+    signum = signal.SIGTERM
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Ray's driver installs a SIGTERM handler that exits at once; ours stops the job cleanly instead
+    (Ray may re-raise the interrupt as a plain ``KeyboardInterrupt``: it becomes :class:`Terminated`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        received.append(signum)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        if received and not isinstance(exc, Terminated):
+            raise Terminated from exc
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @dataclass
 class RayRun:
     """What :func:`run_on_ray` did: item results (in finishing order), per-worker stats, cluster."""
@@ -187,26 +220,92 @@ def run_on_ray(
     """Run ``items`` on a pool of :class:`FuseWorker` actors; see the module docstring."""
     ray = require_ray()
     started = _init_ray(ray, options.address)
-    run = RayRun()
-    actors: dict[str, Any] = {}
-    inflight: dict[Any, tuple[str, WorkItem]] = {}
-    bar = None
     try:
-        n_workers, resources = _worker_count(ray, options, len(items))
-        run.cluster = {"address": options.address or ("local" if started else "existing"), "resources": resources,
-                       "workers": n_workers, "cpus_per_worker": options.cpus_per_worker,
-                       "gpus_per_worker": options.gpus_per_worker}
-        counter = ray.remote(ProgressCounter).options(num_cpus=0).remote()
-        actor_cls = ray.remote(FuseWorker).options(num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker)
+        with _sigterm_as_interrupt():
+            return _run_pool(ray, items, spec=spec, settings=settings, token=token, options=options,
+                             progress=progress, on_result=on_result, poll_s=poll_s, started=started)
+    finally:
+        if started:
+            ray.shutdown()
 
-        def start(name: str) -> Any:
-            actor = actor_cls.remote(name, spec, settings, token, counter)
-            actors[name] = actor
-            return actor.setup.remote()
 
+class _ActorPool:
+    """The driver's view of the workers: start them, hand out items, replace a dead one (once each)."""
+
+    def __init__(self, ray: ModuleType, actor_cls: Any, items: list[WorkItem], *, n_workers: int, token: str, counter: Any,
+                 spec: FuserSpec, settings: BatchSettings) -> None:
+        self.ray, self.actor_cls, self.token, self.counter = ray, actor_cls, token, counter
+        self.spec, self.settings = spec, settings
+        self.pending = deque(items)
+        self.actors: dict[str, Any] = {}
+        self.inflight: dict[Any, tuple[str, WorkItem]] = {}
+        self.spares, self.started = n_workers, 0
+
+    def start(self) -> tuple[str, Any]:
+        """A new actor and the reference of its :meth:`FuseWorker.setup` (model load)."""
+        name = f"w{self.started}"
+        self.started += 1
+        actor = self.actor_cls.remote(name, self.spec, self.settings, self.token, self.counter)
+        self.actors[name] = actor
+        return name, actor.setup.remote()
+
+    def submit(self, name: str) -> None:
+        if self.pending:
+            item = self.pending.popleft()
+            self.inflight[self.actors[name].run.remote(item)] = (name, item)
+
+    def lost(self, name: str, item: WorkItem, exc: BaseException) -> tuple[ItemResult, str | None]:
+        """The item's worker died (or re-raised): a failed result, and a replacement worker if one is left."""
+        text = str(_unwrap(self.ray, exc)).strip()
+        result = _failed(item, f"worker {name} lost: {text.splitlines()[0] if text else type(exc).__name__}")
+        result.worker = name
+        remove_temps(item, self.token)
+        self.actors.pop(name, None)
+        if self.spares > 0 and isinstance(exc, self.ray.exceptions.RayActorError):
+            self.spares -= 1
+            return result, self.start()[0]
+        return result, None
+
+    def kill(self) -> None:
+        for actor in self.actors.values():
+            self.ray.kill(actor, no_restart=True)
+
+
+def _failed(item: WorkItem, error: str) -> ItemResult:
+    return ItemResult(key=item.key, sequence=item.sequence.name, status="failed", output=str(item.output), error=error)
+
+
+def _run_pool(
+    ray: ModuleType,
+    items: list[WorkItem],
+    *,
+    spec: FuserSpec,
+    settings: BatchSettings,
+    token: str,
+    options: RayOptions,
+    progress: bool,
+    on_result: Callable[[ItemResult], None] | None,
+    poll_s: float,
+    started: bool,
+) -> RayRun:
+    n_workers, resources = _worker_count(ray, options, len(items))
+    run = RayRun(cluster={"address": options.address or ("local" if started else "existing"), "resources": resources,
+                          "workers": n_workers, "cpus_per_worker": options.cpus_per_worker,
+                          "gpus_per_worker": options.gpus_per_worker})
+    counter = ray.remote(ProgressCounter).options(num_cpus=0).remote()
+    actor_cls = ray.remote(FuseWorker).options(num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker)
+    pool = _ActorPool(ray, actor_cls, items, n_workers=n_workers, token=token, counter=counter, spec=spec, settings=settings)
+    bar = None
+
+    def finish(result: ItemResult) -> None:
+        run.results.append(result)
+        if on_result is not None:
+            on_result(result)
+
+    try:
         try:  # the first worker alone: on a node it makes the one-off ONNX export the others then reuse
-            ray.get(start("w0"))
-            ray.get([start(f"w{i}") for i in range(1, n_workers)])
+            ray.get(pool.start()[1])
+            ray.get([pool.start()[1] for _ in range(1, n_workers)])
         except ray.exceptions.RayError as exc:
             raise _unwrap(ray, exc) from None
         if progress:
@@ -214,60 +313,35 @@ def run_on_ray(
 
             expected = [it.frames_expected for it in items]
             bar = tqdm(total=None if None in expected else sum(expected), unit="frame", dynamic_ncols=True)
-        pending, spares, started_actors = deque(items), n_workers, n_workers
-
-        def submit(name: str) -> None:
-            if pending:
-                item = pending.popleft()
-                inflight[actors[name].run.remote(item)] = (name, item)
-
-        for name in list(actors):
-            submit(name)
-        while inflight:
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=poll_s)
+        for name in list(pool.actors):
+            pool.submit(name)
+        while pool.inflight:
+            ready, _ = ray.wait(list(pool.inflight), num_returns=1, timeout=poll_s)
             if bar is not None:
                 bar.update(ray.get(counter.total.remote()) - bar.n)
             for ref in ready:
-                name, item = inflight.pop(ref)
+                name, item = pool.inflight.pop(ref)
                 try:
-                    result = ray.get(ref)
+                    result, next_name = ray.get(ref), name
                 except ray.exceptions.RayError as exc:  # the worker died, or run_item re-raised
-                    first = str(_unwrap(ray, exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    result = ItemResult(key=item.key, sequence=item.sequence.name, status="failed",
-                                        output=str(item.output), error=f"worker {name} lost: {first}", worker=name)
-                    remove_temps(item, token)
-                    actors.pop(name, None)
-                    if spares > 0 and isinstance(exc, ray.exceptions.RayActorError):
-                        spares, started_actors = spares - 1, started_actors + 1
-                        name = f"w{started_actors - 1}"
-                        start(name)
-                    else:
-                        name = None
-                run.results.append(result)
-                if on_result is not None:
-                    on_result(result)
-                if name is not None:
-                    submit(name)
-            if not inflight and pending and not actors:
-                run.results.extend(ItemResult(key=it.key, sequence=it.sequence.name, status="failed",
-                                              output=str(it.output), error="no worker left") for it in pending)
-                pending.clear()
+                    result, next_name = pool.lost(name, item, exc)
+                finish(result)
+                if next_name is not None:
+                    pool.submit(next_name)
+        for item in pool.pending:  # every worker was lost
+            finish(_failed(item, "no worker left"))
         if bar is not None:
             bar.update(ray.get(counter.total.remote()) - bar.n)
-        run.workers = ray.get([a.stats.remote() for a in actors.values()])
-        ray.get([a.close.remote() for a in actors.values()])
+        run.workers = ray.get([a.stats.remote() for a in pool.actors.values()])
+        ray.get([a.close.remote() for a in pool.actors.values()])
     except KeyboardInterrupt:
-        for actor in actors.values():
-            ray.kill(actor, no_restart=True)
+        pool.kill()
         time.sleep(0.2)  # let the killed processes go before their temporaries are removed
-        for _, item in inflight.values():
+        for _, item in pool.inflight.values():
             remove_temps(item, token)
         raise
     finally:
         if bar is not None:
             bar.close()
-        for actor in actors.values():
-            ray.kill(actor, no_restart=True)
-        if started:
-            ray.shutdown()
+        pool.kill()
     return run
