@@ -60,10 +60,14 @@ def test_globs_pair_files_whose_wildcards_match(tmp_path, caplog):
     assert [s.name for s in deep] == ["cam1"]
 
 
-def test_bad_inputs_are_user_errors(tmp_path):
+def test_bad_inputs_are_user_errors(tmp_path, caplog):
     write_pair_folders(tmp_path / "a" / "same", 1)
     write_pair_folders(tmp_path / "b" / "same", 1)
     (tmp_path / "empty").mkdir()
+    (tmp_path / "a" / "odd" / "ir").mkdir(parents=True)  # a broken sequence in a dataset folder: skipped, said
+    (tmp_path / "a" / "odd" / "vi").mkdir()
+    assert [s.name for s in find_sequences([tmp_path / "a"])] == ["same"]
+    assert f"skipped {tmp_path / 'a' / 'odd'}: pairs" in caplog.text
     with pytest.raises(ConfigError, match="two sequences are named 'same'"):
         find_sequences([tmp_path / "a" / "same", tmp_path / "b" / "same"])
     with pytest.raises(SourceError, match="not a folder"):

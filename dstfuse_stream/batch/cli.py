@@ -5,7 +5,7 @@ Examples::
     dstfuse-batch ../shared/data/sequences --out outputs/batch                 # local Ray, all cores
     dstfuse-batch /data/LLVIP --format frames --chunk-size 500 --out /data/llvip_fused
     dstfuse-batch /data/M3SVD/Video/test --ray-address auto --num-gpus-per-worker 0.5 --out /shared/fused
-    dstfuse-batch /data/site --ir-glob 'cam*/ir.mp4' --vis-glob 'cam*/vis.mp4' --out fused
+    dstfuse-batch /data/site --ir-glob '*/ir.mp4' --vis-glob '*/vis.mp4' --out fused
 
 Each work item is streamed with :func:`dstfuse_stream.stream` (the ``dstfuse-stream`` pipeline) into
 a temporary name and renamed when complete (see :mod:`dstfuse_stream.batch.job`); a re-run skips

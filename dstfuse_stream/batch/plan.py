@@ -155,6 +155,17 @@ def _detect(folder: Path, *, split: str | None) -> list[Sequence]:
     return []
 
 
+def _detect_children(root: Path, *, split: str | None) -> list[Sequence]:
+    """Sequences of a dataset folder's sub-folders; a broken one is skipped with a warning."""
+    found = []
+    for child in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            found.extend(_detect(child, split=split))
+        except SourceError as exc:
+            logger.warning("skipped %s: %s", child, exc)
+    return found
+
+
 def find_sequences(
     inputs: list[str | os.PathLike[str]],
     *,
@@ -178,9 +189,7 @@ def find_sequences(
             found = glob_pairs(root, ir_glob, vis_glob)
             what = f"no file pair matches --ir-glob {ir_glob!r} and --vis-glob {vis_glob!r}"
         else:
-            found = _detect(root, split=split)
-            if not found:
-                found = [s for child in sorted(p for p in root.iterdir() if p.is_dir()) for s in _detect(child, split=split)]
+            found = _detect(root, split=split) or _detect_children(root, split=split)
             what = ("no pairs folder (ir/ + vi/, LLVIP infrared/ + visible/), no ir.mp4 + vi.mp4 video pair, "
                     "and no sub-folder holding one")
         if not found:
