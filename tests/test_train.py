@@ -387,3 +387,31 @@ def test_attention_weight_teaches_the_mapping_where_the_input_is_blurred(tmp_pat
         deblurred, fused = model.cst(ir, vis).stage2, model.fusion.fuse(ir, vis)
         att = model.mapping.attention_map(ir, vis, deblurred, fused)
     assert float(att[mask > 0.9].mean()) > float(att[mask < 0.1].mean())  # higher where blurred
+
+
+def test_recipe_runs_stages_in_order_inits_from_earlier_ones_and_skips_finished(tmp_path):
+    from dstfuse_train.card import build_recipe_card
+    from dstfuse_train.recipe import STREAM_STAGES, Stage, run_recipe, stage_command
+
+    for k, p in enumerate(synthetic_pairs(4)):
+        write_pair(tmp_path / "d" / "ir", tmp_path / "d" / "vi", f"{k}.png", p.ir, p.vis)
+    tiny = ("--preset", "lite", "--crop", "32", "--batch-size", "2", "--max-side", "0", "--device", "cpu", "--no-progress",
+            "--recon-epochs", "0", "--fusion-epochs", "0")
+    stages = (
+        Stage("a", (*tiny, "--epochs", "1", "--cst-epochs", "1")),
+        Stage("b", (*tiny, "--epochs", "1", "--cst-epochs", "0"), after=("a",), init=(("cst", "a"),)),
+    )
+    out = tmp_path / "recipe"
+    walls = run_recipe(stages, out, [str(tmp_path / "d")])
+    assert list(walls) == ["a", "b"] and all(v > 0 for v in walls.values())
+    a, b = (load_checkpoint(out / n / "last.pt")["state_dict"] for n in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("cst."))  # b started from a's CST, trained only mapping
+    assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("mapping."))
+    assert run_recipe(stages, out, [str(tmp_path / "d")]) == {"a": 0.0, "b": 0.0}  # finished stages are skipped
+    card = build_recipe_card([out / "a", out / "b"], out / "b" / "last.pt")
+    assert [s["run"] for s in card["stages"]] == ["a", "b"] and card["total_steps"] == 4
+    # the shipped recipe: CST curriculum from one direction to all, mapping after both modules
+    names = [s.name for s in STREAM_STAGES]
+    assert names == ["fusion", "cst_p1", "cst_p2", "cst_p3", "cst_p4", "mapping"]
+    cmd = stage_command(STREAM_STAGES[-1], out, ["D"])
+    assert f"cst={out / 'cst_p4' / 'last.pt'}" in cmd and f"fusion={out / 'fusion' / 'last.pt'}" in cmd
