@@ -4,6 +4,7 @@ the dry run. The Ray scheduling itself is tested in test_batch_ray.py."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import cv2
@@ -173,6 +174,7 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert err == [f"dstfuse-batch: error: input {str(tmp_path / 'nope')!r}: not a folder"]
+    assert logging.getLogger("dstfuse_stream").level == logging.NOTSET  # --log-level does not outlive main()
 
 
 def test_missing_ray_is_the_packages_own_error(monkeypatch):

@@ -148,3 +148,12 @@ def test_sigterm_stops_the_job_and_leaves_no_partial_output(ray_runtime, tmp_pat
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "interrupted: finished outputs kept, unfinished ones removed" in err
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_workers_that_the_cluster_cannot_hold_are_a_one_line_error(ray_runtime, tmp_path):
+    write_pair_folders(tmp_path / "a", 1)
+    code, _, err = run_batch([str(tmp_path / "a"), "--out", str(tmp_path / "out"), "--num-gpus-per-worker", "1", *MODEL])
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (
+        "dstfuse-batch: error: the Ray cluster has 2 CPUs and 0 GPUs; one worker needs 1 CPUs and 1 GPUs")
+    assert not (tmp_path / "out" / "a.mp4").exists()

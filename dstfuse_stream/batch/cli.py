@@ -197,12 +197,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
-    logging.getLogger("dstfuse_stream").setLevel(getattr(logging, args.log_level))
+    package_logger = logging.getLogger("dstfuse_stream")
+    level = package_logger.level
+    package_logger.setLevel(getattr(logging, args.log_level))  # this project's loggers, not every library's
     try:
         return run_command(PROG, _run, args, argv)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (ray_runner.Terminated)
         _say("interrupted: finished outputs kept, unfinished ones removed; run the same command again to resume", err=True)
         return 128 + getattr(exc, "signum", signal.SIGINT)
+    finally:
+        package_logger.setLevel(level)  # main() may be called in-process (tests, embedding)
 
 
 if __name__ == "__main__":

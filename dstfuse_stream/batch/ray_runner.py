@@ -59,7 +59,7 @@ class RayOptions:
         address: ``None`` starts a local runtime with this machine's cores; ``"auto"`` joins the
             cluster this machine belongs to (``ray start``); ``"ray://host:10001"`` a remote one.
             An already initialised Ray (``ray.init`` by the caller) is used as it is.
-        workers: number of actors (default: as many as the cluster's CPUs / GPUs allow).
+        workers: number of actors (default and at most: as many as the cluster's CPUs / GPUs allow).
         cpus_per_worker, gpus_per_worker: Ray resources of each actor.
     """
 
@@ -195,9 +195,9 @@ def _worker_count(ray: ModuleType, options: RayOptions, n_items: int) -> tuple[i
             f"the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs; one worker needs {options.cpus_per_worker:g} CPUs "
             f"and {options.gpus_per_worker:g} GPUs"
         )
-    if options.workers is not None and options.workers > fit:
-        logger.warning("%d workers asked, but the cluster's resources fit %d at once; the rest wait", options.workers, fit)
-    return max(1, min(options.workers or fit, n_items)), {"CPU": cpus, "GPU": gpus}
+    if options.workers is not None and options.workers > fit:  # more would wait forever for resources
+        logger.warning("%d workers asked, but the cluster's resources fit %d; using %d", options.workers, fit, fit)
+    return max(1, min(options.workers or fit, fit, n_items)), {"CPU": cpus, "GPU": gpus}
 
 
 def _unwrap(ray: ModuleType, exc: BaseException) -> BaseException:
