@@ -11,7 +11,8 @@ Three presets ship:
   convs run at 1/2, 1/4 and 1/8 resolution (4x the receptive field per MAC of ``lite``); the CST module
   also sees the IR image itself and adds a linear residual; the fusion module outputs per-pixel band
   weights (``fusion_head="blend"``) instead of a free image; the mapping attention sees the visible
-  image and both module outputs, so it can find where the visible input is blurred.
+  image, so it can find where the visible input is blurred, and it maps before the fusion
+  (``mapping="before_fusion"``).
 
 The resolved config is stored inside every checkpoint (``to_dict``) and rebuilt with
 :meth:`DSTFuseConfig.from_dict`, so a checkpoint always knows its own architecture. Fields added after
@@ -29,7 +30,7 @@ __all__ = ["DSTFuseConfig", "PRESETS", "DEFAULT_PRESET", "get_config"]
 
 _RESIDUALS = ("logit", "linear")
 _FUSION_HEADS = ("residual", "blend")
-_ATTENTION_INPUTS = ("ir", "ir+vis+outputs")
+_MAPPINGS = ("after_fusion", "before_fusion")
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,11 @@ class DSTFuseConfig:
             ``"blend"`` = per-pixel weights of the two sources' base and detail bands (the output is
             built from the sources' own bands).
         blend_sigma: Gaussian sigma (pixels) that splits base and detail bands for ``"blend"``.
-        attention_inputs: what the mapping attention ``A`` sees: ``"ir"`` (paper, ``A(I)``) or
-            ``"ir+vis+outputs"`` (IR, visible, CST output and fusion output).
+        mapping: ``"after_fusion"`` (paper, Eq. 9): ``O = D2' A(I) + F' (1 - A(I))``, the attention
+            from the IR image alone; ``"before_fusion"``: the attention sees the IR, the visible input,
+            the CST output and both sources' Sobel magnitudes, blends the CST output into the
+            visible image where that is blurred, ``V' = D2' A + V (1 - A)``, and the fusion module fuses
+            ``V'`` with the IR image (so the restored content keeps the IR information).
     """
 
     name: str = "paper"
@@ -67,7 +71,7 @@ class DSTFuseConfig:
     cst_ir_input: bool = False
     fusion_head: str = "residual"
     blend_sigma: float = 2.0
-    attention_inputs: str = "ir"
+    mapping: str = "after_fusion"
 
     def __post_init__(self) -> None:
         widths = tuple(int(w) for w in self.widths)
@@ -82,7 +86,7 @@ class DSTFuseConfig:
             raise ConfigError(f"attention_width: expected >= 1, got {self.attention_width}")
         if self.pixel_unshuffle not in (1, 2, 4):
             raise ConfigError(f"pixel_unshuffle: expected 1, 2 or 4, got {self.pixel_unshuffle}")
-        for field, allowed in (("residual", _RESIDUALS), ("fusion_head", _FUSION_HEADS), ("attention_inputs", _ATTENTION_INPUTS)):
+        for field, allowed in (("residual", _RESIDUALS), ("fusion_head", _FUSION_HEADS), ("mapping", _MAPPINGS)):
             if getattr(self, field) not in allowed:
                 raise ConfigError(f"{field}: expected one of {list(allowed)}, got {getattr(self, field)!r}")
         if not self.blend_sigma > 0:
@@ -117,7 +121,7 @@ PRESETS: dict[str, DSTFuseConfig] = {
     "lite": DSTFuseConfig(name="lite", widths=(8, 16, 32), num_res_blocks=1, kernel_size=3, attention_width=8),
     "stream": DSTFuseConfig(
         name="stream", widths=(16, 32, 64), num_res_blocks=1, kernel_size=3, attention_width=16,
-        pixel_unshuffle=2, residual="linear", cst_ir_input=True, fusion_head="blend", attention_inputs="ir+vis+outputs",
+        pixel_unshuffle=2, residual="linear", cst_ir_input=True, fusion_head="blend", mapping="before_fusion",
     ),
 }
 #: The preset of the shipped default weights.

@@ -46,8 +46,12 @@ The ``stream`` preset (the shipped default) adds, for CPU speed and for deblurri
   two sources' base and detail bands (see :class:`FusionModule`): the output is built from the
   sources' own pixels, so it cannot invent texture or amplify sensor grain, and the weights are smooth
   decisions that can be made at a lower resolution (``DSTFuse.set_work_scale``).
-* ``attention_inputs="ir+vis+outputs"``: the mapping attention sees the visible input and both module
-  outputs besides the IR image; ``A(I)`` from IR alone cannot know where the *visible* image is blurred.
+* ``mapping="before_fusion"``: the mapping attention sees the visible input, the CST output and both
+  sources' Sobel magnitudes besides the IR image (``A(I)`` from IR alone cannot know where the
+  *visible* image is blurred), and Eq. 9's blend is made *before* the fusion: the CST output replaces
+  the visible input where that is blurred, ``V' = D2' A + V (1 - A)``, and the fusion module fuses
+  ``V'`` with the IR image. Blended after the fusion, as in the paper, every pixel given to the CST
+  output would lose the IR content (the CST output is a restored *visible* image).
 """
 
 from __future__ import annotations
@@ -393,35 +397,42 @@ class FusionModule(nn.Module):
 
 
 class MappingModule(nn.Module):
-    """Eq. 9: ``O = D2' * A + F' * (1 - A)`` with ``D2'``, ``F'`` the CST and fusion images.
+    """The mapping module: an attention ``A`` in (0, 1) that weighs the CST output (Eq. 9).
 
-    ``attention_inputs="ir"`` is the paper's ``A(I)``; ``"ir+vis+outputs"`` computes ``A`` from the IR,
-    the visible input and both module outputs (dilated convs), so it can see where the visible input
-    is blurred and the CST output is the sharper one.
+    ``mapping="after_fusion"`` (paper): ``A(I)`` from the IR image, ``O = D2' * A + F' * (1 - A)`` with
+    ``D2'``, ``F'`` the CST and fusion images. ``"before_fusion"``: ``A`` from the IR, the visible input,
+    the CST output and the Sobel magnitudes of the visible and IR images (dilated convs; where the
+    visible image is blurred its edges are weak next to the IR's and the CST output differs from its
+    input), and the blend ``V' = D2' * A + V * (1 - A)`` is the visible input of the fusion module.
     """
 
     def __init__(self, config: DSTFuseConfig):
         super().__init__()
-        self.sees_all = config.attention_inputs == "ir+vis+outputs"
+        self.before_fusion = config.mapping == "before_fusion"
+        self.sobel = SobelMagnitude()
         self.attention = AttentionMap(
-            4 if self.sees_all else 1, config.attention_width, pixel_unshuffle=config.pixel_unshuffle,
-            dilations=(1, 2, 4) if self.sees_all else (1,),
+            5 if self.before_fusion else 1, config.attention_width, pixel_unshuffle=config.pixel_unshuffle,
+            dilations=(1, 2, 4) if self.before_fusion else (1,),
         )
 
-    def attention_map(self, ir: torch.Tensor, vis: torch.Tensor, deblurred: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+    def attention_map(self, ir: torch.Tensor, vis: torch.Tensor, deblurred: torch.Tensor) -> torch.Tensor:
         """``A`` in (0, 1), ``(B, 1, H, W)``: the weight of the CST output."""
-        return self.attention(ir, vis, deblurred, fused) if self.sees_all else self.attention(ir)
+        if not self.before_fusion:
+            return self.attention(ir)
+        return self.attention(ir, vis, deblurred, self.sobel(vis), self.sobel(ir))
 
-    def forward(self, ir: torch.Tensor, vis: torch.Tensor, deblurred: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
-        att = self.attention_map(ir, vis, deblurred, fused)
-        return deblurred * att + fused * (1.0 - att)
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor, deblurred: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """``deblurred * A + other * (1 - A)``; ``other`` is the fusion image (after) or the visible (before)."""
+        att = self.attention_map(ir, vis, deblurred)
+        return deblurred * att + other * (1.0 - att)
 
 
 class DSTFuseIntermediates(NamedTuple):
     """Every image the inference graph makes, all ``(B, 1, H, W)`` in [0, 1] (see :meth:`DSTFuse.intermediates`).
 
-    ``deblurred`` is the CST stage-2 output, ``fusion`` the fusion module's image, ``attention`` the
-    mapping attention ``A`` (weight of ``deblurred``), ``fused`` the final output.
+    ``deblurred`` is the CST stage-2 output, ``fusion`` the fusion module's image (for
+    ``mapping="before_fusion"`` it fuses the mapped visible image and equals ``fused``), ``attention``
+    the mapping attention ``A`` (weight of ``deblurred``), ``fused`` the final output.
     """
 
     deblurred: torch.Tensor
@@ -474,18 +485,26 @@ class DSTFuse(nn.Module):
         ir_p, vis_p = (pad_to_multiple(x, self.size_multiple * factor) for x in (ir, vis))
         if factor == 1:
             deblurred = self.cst(ir_p, vis_p).stage2
-            fusion = self.fusion.fuse(ir_p, vis_p)
-            att = self.mapping.attention_map(ir_p, vis_p, deblurred, fusion)
+            att = self.mapping.attention_map(ir_p, vis_p, deblurred)
+            if self.mapping.before_fusion:
+                fusion = fused = self.fusion.fuse(ir_p, deblurred * att + vis_p * (1.0 - att))
+            else:
+                fusion = self.fusion.fuse(ir_p, vis_p)
+                fused = deblurred * att + fusion * (1.0 - att)
         else:
             ir_l, vis_l = F.avg_pool2d(ir_p, factor), F.avg_pool2d(vis_p, factor)
             deblurred_l = self.cst(ir_l, vis_l).stage2
-            maps_l = self.fusion.maps(ir_l, vis_l)
-            att_l = self.mapping.attention_map(ir_l, vis_l, deblurred_l, self.fusion.blend(ir_l, vis_l, maps_l))
+            att_l = self.mapping.attention_map(ir_l, vis_l, deblurred_l)
             up = lambda t: F.interpolate(t, scale_factor=factor, mode="bilinear", align_corners=False)  # noqa: E731
             deblurred = vis_p + up(deblurred_l - vis_l)
-            fusion = self.fusion.blend(ir_p, vis_p, up(maps_l))
             att = up(att_l)
-        fused = deblurred * att + fusion * (1.0 - att)
+            if self.mapping.before_fusion:
+                mapped_l = deblurred_l * att_l + vis_l * (1.0 - att_l)
+                mapped = vis_p + up(mapped_l - vis_l)
+                fusion = fused = self.fusion.blend(ir_p, mapped, up(self.fusion.maps(ir_l, mapped_l)))
+            else:
+                fusion = self.fusion.blend(ir_p, vis_p, up(self.fusion.maps(ir_l, vis_l)))
+                fused = deblurred * att + fusion * (1.0 - att)
         return DSTFuseIntermediates(*(t[..., :height, :width].clamp(0.0, 1.0) for t in (deblurred, fusion, att, fused)))
 
 

@@ -163,13 +163,24 @@ def test_blend_head_is_made_of_the_sources_bands():
     torch.testing.assert_close(same, vis, atol=1e-6, rtol=0)
 
 
-def test_stream_mapping_attention_sees_the_visible_and_the_paper_one_does_not(stream_model, lite_model):
+def test_stream_mapping_attention_sees_the_visible_and_maps_before_the_fusion(stream_model, lite_model):
     torch.manual_seed(3)
-    ir, vis_a, vis_b = (torch.rand(1, 1, 32, 32) for _ in range(3))
-    d, f = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
+    ir, vis_a, vis_b, d = (torch.rand(1, 1, 32, 32) for _ in range(4))
     with torch.inference_mode():
-        assert not torch.equal(stream_model.mapping.attention_map(ir, vis_a, d, f), stream_model.mapping.attention_map(ir, vis_b, d, f))
-        assert torch.equal(lite_model.mapping.attention_map(ir, vis_a, d, f), lite_model.mapping.attention_map(ir, vis_b, d, f))
+        assert not torch.equal(stream_model.mapping.attention_map(ir, vis_a, d), stream_model.mapping.attention_map(ir, vis_b, d))
+        assert torch.equal(lite_model.mapping.attention_map(ir, vis_a, d), lite_model.mapping.attention_map(ir, vis_b, d))
+        # before_fusion: the fused image is the fusion of the IR with the mapped visible image
+        out = stream_model.intermediates(ir, vis_a)
+        raw = stream_model.cst(ir, vis_a).stage2  # (intermediates() returns it clamped)
+        att = stream_model.mapping.attention_map(ir, vis_a, raw)
+        mapped = raw * att + vis_a * (1 - att)
+        torch.testing.assert_close(out.fused, stream_model.fusion.fuse(ir, mapped).clamp(0, 1), atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.attention, att, atol=1e-6, rtol=0)
+        torch.testing.assert_close(out.fusion, out.fused)
+        # after_fusion (paper): Eq. 9 blends the CST and fusion images
+        ref = lite_model.intermediates(ir, vis_a)
+        torch.testing.assert_close(ref.fused, (ref.deblurred * ref.attention + ref.fusion * (1 - ref.attention)).clamp(0, 1),
+                                   atol=1e-5, rtol=0)
 
 
 def test_work_scale_keeps_full_resolution_detail_and_rejects_the_residual_head(stream_model):

@@ -385,7 +385,7 @@ def test_attention_weight_teaches_the_mapping_where_the_input_is_blurred(tmp_pat
     model = trainer.model
     with torch.no_grad():
         deblurred, fused = model.cst(ir, vis).stage2, model.fusion.fuse(ir, vis)
-        att = model.mapping.attention_map(ir, vis, deblurred, fused)
+        att = model.mapping.attention_map(ir, vis, deblurred)
     assert float(att[mask > 0.9].mean()) > float(att[mask < 0.1].mean())  # higher where blurred
 
 
@@ -412,6 +412,6 @@ def test_recipe_runs_stages_in_order_inits_from_earlier_ones_and_skips_finished(
     assert [s["run"] for s in card["stages"]] == ["a", "b"] and card["total_steps"] == 4
     # the shipped recipe: CST curriculum from one direction to all, mapping after both modules
     names = [s.name for s in STREAM_STAGES]
-    assert names == ["fusion", "cst_p1", "cst_p2", "cst_p3", "cst_p4", "mapping"]
+    assert names == ["fusion", "fusion_ft", "cst_a", "cst_b", "cst_c", "cst_d", "mapping"]
     cmd = stage_command(STREAM_STAGES[-1], out, ["D"])
-    assert f"cst={out / 'cst_p4' / 'last.pt'}" in cmd and f"fusion={out / 'fusion' / 'last.pt'}" in cmd
+    assert f"cst={out / 'cst_d' / 'last.pt'}" in cmd and f"fusion={out / 'fusion_ft' / 'last.pt'}" in cmd

@@ -9,10 +9,12 @@ train side by side, one thread each), then exports the release checkpoint and wr
 
 Stages (``STREAM_STAGES``; every flag is visible there and in ``docs/training.md``):
 
-1. ``fusion``: the fusion module alone (blend head, paper fusion loss against the sharp visible).
-2. ``cst_p1`` .. ``cst_p4``: the CST module alone, a curriculum over blur *directions*: one angle,
-   then 2, 4, then uniform (a single run over uniform directions stayed at the identity: see
-   ``docs/training.md``); each stage starts from the previous one's CST (``--init``).
+1. ``fusion``, ``fusion_ft``: the fusion module alone (blend head, the paper's fusion loss against the
+   sharp visible), then fine-tuned with twice as many blurred inputs.
+2. ``cst_a`` .. ``cst_d``: the CST module alone, a curriculum over blur *directions*: 2 angles
+   (short blur), then 8, then uniform, then a longer uniform run at a larger crop (a single run over
+   uniform directions stayed at the identity: see ``docs/training.md``); each stage starts from the
+   previous one's CST (``--init``).
 3. ``mapping``: CST and fusion frozen (loaded with ``--init``), the mapping attention learns where
    the visible input is blurred (paper mapping loss + ``--attention-weight`` x BCE against the blur mask).
 
@@ -55,9 +57,8 @@ TRAIN_ROOTS = (
 
 _COMMON = ("--preset", "stream", "--frame-step", "3", "--batch-size", "8", "--channels-last", "--grad-clip", "1.0",
            "--no-progress")
-_CST = (*_COMMON, "--fusion-epochs", "0", "--crop", "128", "--crops-per-image", "4", "--lr", "1e-3",
-        "--perceptual-weight", "0.1", "--blur-prob", "0.9", "--blur-lengths", "5", "21", "--partial-blur-prob", "0.2",
-        "--dark-prob", "0.2", "--dark-gain", "0.6", "1.0", "--noise-std", "0.01")
+_CST = (*_COMMON, "--fusion-epochs", "0", "--crops-per-image", "4", "--perceptual-weight", "0.1", "--blur-prob", "0.9",
+        "--partial-blur-prob", "0.2", "--dark-prob", "0")
 
 
 @dataclass(frozen=True)
@@ -76,18 +77,25 @@ STREAM_STAGES: tuple[Stage, ...] = (
     Stage("fusion", (*_COMMON, "--epochs", "6", "--fusion-epochs", "6", "--cst-epochs", "0", "--crop", "160",
                      "--crops-per-image", "4", "--lr", "5e-4", "--lr-schedule", "cosine", "--blur-prob", "0.25",
                      "--blur-lengths", "3", "21", "--partial-blur-prob", "0.3", "--dark-prob", "0")),
-    Stage("cst_p1", (*_CST, "--epochs", "3", "--cst-epochs", "3", "--blur-angles", "0"), threads=2),
-    Stage("cst_p2", (*_CST, "--epochs", "3", "--cst-epochs", "3", "--blur-angles", "0", "90"),
-          after=("cst_p1",), init=(("cst", "cst_p1"),), threads=2),
-    Stage("cst_p3", (*_CST, "--epochs", "3", "--cst-epochs", "3", "--blur-angles", "0", "45", "90", "135"),
-          after=("cst_p2",), init=(("cst", "cst_p2"),), threads=2),
-    Stage("cst_p4", (*_CST, "--epochs", "3", "--cst-epochs", "3", "--lr-schedule", "cosine"),
-          after=("cst_p3",), init=(("cst", "cst_p3"),), threads=2),
+    Stage("fusion_ft", (*_COMMON, "--epochs", "3", "--fusion-epochs", "3", "--cst-epochs", "0", "--crop", "160",
+                        "--crops-per-image", "4", "--lr", "3e-4", "--lr-schedule", "cosine", "--blur-prob", "0.5",
+                        "--blur-lengths", "3", "21", "--partial-blur-prob", "0.5", "--dark-prob", "0"),
+          after=("fusion",), init=(("fusion", "fusion"),)),
+    Stage("cst_a", (*_CST, "--epochs", "3", "--cst-epochs", "3", "--crop", "96", "--lr", "1e-3",
+                    "--blur-lengths", "5", "15", "--blur-angles", "0", "90"), threads=2),
+    Stage("cst_b", (*_CST, "--epochs", "3", "--cst-epochs", "3", "--crop", "96", "--lr", "1e-3", "--blur-lengths", "5", "21",
+                    "--blur-angles", "0", "22.5", "45", "67.5", "90", "112.5", "135", "157.5"),
+          after=("cst_a",), init=(("cst", "cst_a"),), threads=2),
+    Stage("cst_c", (*_CST, "--epochs", "4", "--cst-epochs", "4", "--crop", "96", "--lr", "1e-3", "--blur-lengths", "5", "21",
+                    "--lr-schedule", "cosine"),
+          after=("cst_b",), init=(("cst", "cst_b"),)),
+    Stage("cst_d", (*_CST, "--epochs", "10", "--cst-epochs", "10", "--crop", "128", "--lr", "5e-4", "--blur-lengths", "5", "21",
+                    "--lr-schedule", "cosine"),
+          after=("cst_c",), init=(("cst", "cst_c"),)),
     Stage("mapping", (*_COMMON, "--epochs", "2", "--fusion-epochs", "0", "--cst-epochs", "0", "--crop", "160",
                       "--crops-per-image", "2", "--lr", "1e-3", "--lr-schedule", "cosine", "--attention-weight", "0.1",
-                      "--blur-prob", "0.7", "--blur-lengths", "5", "21", "--partial-blur-prob", "0.5",
-                      "--dark-prob", "0.2", "--dark-gain", "0.6", "1.0", "--noise-std", "0.01"),
-          after=("fusion", "cst_p4"), init=(("cst", "cst_p4"), ("fusion", "fusion")), threads=2),
+                      "--blur-prob", "0.7", "--blur-lengths", "5", "21", "--partial-blur-prob", "0.5", "--dark-prob", "0"),
+          after=("fusion_ft", "cst_d"), init=(("cst", "cst_d"), ("fusion", "fusion_ft"))),
 )
 
 

@@ -348,10 +348,13 @@ class Trainer:
         if phases["mapping"]:
             with torch.no_grad():
                 deblurred = model.cst(ir, vis).stage2
-                fused = model.fusion.fuse(ir, vis)
-            att = model.mapping.attention_map(ir, vis, deblurred, fused)
-            losses["mapping"] = mapping_loss(deblurred * att + fused * (1.0 - att), ir, target)
+                other = vis if model.mapping.before_fusion else model.fusion.fuse(ir, vis)
+            mapped = model.mapping(ir, vis, deblurred, other)
+            if model.mapping.before_fusion:  # the fused image; gradients reach A through the frozen fusion module
+                mapped = model.fusion.fuse(ir, mapped)
+            losses["mapping"] = mapping_loss(mapped, ir, target)
             if self.config.attention_weight and blur_mask is not None:
+                att = model.mapping.attention_map(ir, vis, deblurred)
                 losses["attention"] = self.config.attention_weight * F.binary_cross_entropy(
                     att.clamp(1e-4, 1 - 1e-4), blur_mask
                 )
