@@ -401,15 +401,19 @@ class MappingModule(nn.Module):
 
     ``mapping="after_fusion"`` (paper): ``A(I)`` from the IR image, ``O = D2' * A + F' * (1 - A)`` with
     ``D2'``, ``F'`` the CST and fusion images. ``"before_fusion"``: ``A`` from the IR, the visible input,
-    the CST output and the Sobel magnitudes of the visible and IR images (dilated convs; where the
-    visible image is blurred its edges are weak next to the IR's and the CST output differs from its
-    input), and the blend ``V' = D2' * A + V * (1 - A)`` is the visible input of the fusion module.
+    the CST output and two maps of blur evidence (dilated convs), and the blend
+    ``V' = D2' * A + V * (1 - A)`` is the visible input of the fusion module. The blur evidence is the
+    physical cue the paper names: the IR stays sharp where the visible is blurred, so
+    ``log((box(S(V)) + e) / (box(S(I)) + e))`` (local visible edge strength against the IR's, 15 px
+    box, ``e`` = 0.01) drops where the visible is blurred; and ``box(|D2' - V|)``, how much the CST
+    changed the visible image there.
     """
 
     def __init__(self, config: DSTFuseConfig):
         super().__init__()
         self.before_fusion = config.mapping == "before_fusion"
         self.sobel = SobelMagnitude()
+        self.box = nn.AvgPool2d(15, stride=1, padding=7, count_include_pad=False)
         self.attention = AttentionMap(
             5 if self.before_fusion else 1, config.attention_width, pixel_unshuffle=config.pixel_unshuffle,
             dilations=(1, 2, 4) if self.before_fusion else (1,),
@@ -419,7 +423,12 @@ class MappingModule(nn.Module):
         """``A`` in (0, 1), ``(B, 1, H, W)``: the weight of the CST output."""
         if not self.before_fusion:
             return self.attention(ir)
-        return self.attention(ir, vis, deblurred, self.sobel(vis), self.sobel(ir))
+        return self.attention(ir, vis, deblurred, *self.blur_evidence(ir, vis, deblurred))
+
+    def blur_evidence(self, ir: torch.Tensor, vis: torch.Tensor, deblurred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log edge-strength ratio visible / IR, local CST change)``, each ``(B, 1, H, W)``."""
+        ratio = torch.log((self.box(self.sobel(vis)) + 0.01) / (self.box(self.sobel(ir)) + 0.01))
+        return ratio, 10.0 * self.box((deblurred - vis).abs())
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor, deblurred: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         """``deblurred * A + other * (1 - A)``; ``other`` is the fusion image (after) or the visible (before)."""

@@ -183,13 +183,18 @@ def test_stream_mapping_attention_sees_the_visible_and_maps_before_the_fusion(st
                                    atol=1e-5, rtol=0)
 
 
-def test_work_scale_keeps_full_resolution_detail_and_rejects_the_residual_head(stream_model):
+def test_work_scale_keeps_full_resolution_detail_and_rejects_the_residual_head(stream_model, monkeypatch):
     """At half scale the networks see a downsampled pair, but the blend and the CST correction are
-    applied to the full-resolution images: a 1-pixel checkerboard in both sources survives."""
+    applied to the full-resolution images: a 1-pixel checkerboard in both sources survives the blend
+    exactly (mapping attention held at 0, so the visible input of the fusion is the visible image)."""
     y, x = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
     checker = ((x + y) % 2).float()[None, None] * 0.5 + 0.25
+    stream_model.set_work_scale(0.5)
     with torch.inference_mode():
-        out = stream_model.set_work_scale(0.5).intermediates(checker, checker)
+        out = stream_model.intermediates(checker, checker)
+        assert out.fused.shape == checker.shape
+        monkeypatch.setattr(stream_model.mapping, "attention_map", lambda ir, vis, deblurred: torch.zeros_like(vis))
+        out = stream_model.intermediates(checker, checker)
     torch.testing.assert_close(out.fusion, checker, atol=1e-5, rtol=0)  # identical sources -> the source
     with pytest.raises(ConfigError, match="blend"):
         DSTFuse(get_config("lite")).set_work_scale(0.5)
