@@ -11,9 +11,12 @@ IR frames become uint8 luma with :func:`ir_to_luma`, the one place that maps IR 
 * ``"auto"`` (default): automatic gain control, a *running* percentile stretch. Each frame's 1st and
   99th percentiles (:data:`IR_UINT16_PERCENTILES`) are measured, and the range mapped to 0..255
   follows them with an exponential moving average (:data:`IR_AGC_SMOOTHING`: the newest frame
-  weighs 0.1, so the range settles within ~30 frames, 1 s at 30 fps). A per-frame stretch pumps on
-  video (a hot object entering darkens everything else at once); this one drifts. The first frame
-  uses its own percentiles.
+  weighs 0.1) whose step per frame is at most :data:`IR_AGC_MAX_STEP` (2 %) of the current range
+  width, so the grey of a static scene changes by at most ~10 levels from one frame to the next:
+  a per-frame stretch pumps on video (a hot object entering darkens everything else at once, by
+  200+ levels in ``tests/test_reliability.py``); this one ramps. A small change settles within
+  ~30 frames (1 s at 30 fps); a range that grows 2x takes ~35 frames. The first frame uses its own
+  percentiles.
 * ``"frame"``: each frame's own percentiles (unrelated still images; what :func:`dstfuse_stream.fuse` uses).
 * ``(lo, hi)`` / ``"LO,HI"``: a fixed linear map of raw values ``lo -> 0`` and ``hi -> 255``, clipped
   (a calibrated camera: the same temperature is always the same grey).
@@ -40,12 +43,15 @@ __all__ = [
     "IR_RANGE_MODES",
     "IR_UINT16_PERCENTILES",
     "IR_AGC_SMOOTHING",
+    "IR_AGC_MAX_STEP",
 ]
 
 #: Percentiles of a uint16 IR frame mapped to 0 and 255 by the automatic gain (``"auto"``, ``"frame"``).
 IR_UINT16_PERCENTILES = (1.0, 99.0)
 #: Weight of the newest frame's percentiles in the running range of ``ir_range="auto"``.
 IR_AGC_SMOOTHING = 0.1
+#: Largest move of each end of the running range per frame, as a fraction of the range width.
+IR_AGC_MAX_STEP = 0.02
 #: ``ir_range`` names; a ``(lo, hi)`` pair of numbers is the third form.
 IR_RANGE_MODES = ("auto", "frame")
 
@@ -78,16 +84,19 @@ class IrGain:
     Args:
         ir_range: ``"auto"``, ``"frame"`` or ``(lo, hi)`` (see the module docstring).
         smoothing: weight of the newest frame in the running range (``"auto"`` only), in (0, 1].
+        max_step: largest move of ``lo`` or ``hi`` per frame, as a fraction of the range width (``"auto"``).
 
     One instance follows one camera: the running range is state, updated by every call in order
     (:meth:`reset` forgets it).
     """
 
-    def __init__(self, ir_range: str | Sequence[float] = "auto", *, smoothing: float = IR_AGC_SMOOTHING) -> None:
+    def __init__(self, ir_range: str | Sequence[float] = "auto", *, smoothing: float = IR_AGC_SMOOTHING,
+                 max_step: float = IR_AGC_MAX_STEP) -> None:
         self.ir_range = parse_ir_range(ir_range)
-        if not 0.0 < smoothing <= 1.0:
-            raise ConfigError(f"smoothing: expected a number in (0, 1], got {smoothing}")
-        self.smoothing = float(smoothing)
+        for name, value in (("smoothing", smoothing), ("max_step", max_step)):
+            if not 0.0 < value <= 1.0:
+                raise ConfigError(f"{name}: expected a number in (0, 1], got {value}")
+        self.smoothing, self.max_step = float(smoothing), float(max_step)
         self._range: tuple[float, float] | None = None
 
     @property
@@ -107,7 +116,9 @@ class IrGain:
             p_lo, p_hi = (float(v) for v in np.percentile(ir, IR_UINT16_PERCENTILES))
             if self.ir_range == "auto" and self._range is not None:
                 a, (lo, hi) = self.smoothing, self._range
-                p_lo, p_hi = lo + a * (p_lo - lo), hi + a * (p_hi - hi)
+                step = self.max_step * max(hi - lo, 1.0)
+                p_lo = lo + min(max(a * (p_lo - lo), -step), step)
+                p_hi = hi + min(max(a * (p_hi - hi), -step), step)
             lo, hi = self._range = (p_lo, p_hi)
         scale = 255.0 / max(hi - lo, 1.0)
         return np.clip((ir.astype(np.float32) - np.float32(lo)) * np.float32(scale) + 0.5, 0, 255).astype(np.uint8)

@@ -283,7 +283,7 @@ class VideoSink(Sink):
         self._closed = True
         container, self._container = self._container, None
         if container is None:
-            logger.warning("%s: no frame was written (no file created)", self._label)
+            logger.info("%s: no frame was written (no file created)", self._label)
             return
         av = self._av
         try:
@@ -379,7 +379,7 @@ class TimingLog:
         _prepare_parent(self.path, self._label)
         self._fh: IO[str] | None = None
         self._csv: Any = None
-        self._closed = False
+        self._closed = self._failed = False
         self.rows = 0
 
     def _open(self) -> IO[str]:
@@ -405,6 +405,7 @@ class TimingLog:
                 fh.write(json.dumps(clean) + "\n")
             fh.flush()
         except OSError as exc:
+            self._failed = True
             raise SinkError(f"{self._label}: cannot write row {self.rows} ({os_error_reason(exc)})") from exc
         self.rows += 1
 
@@ -415,7 +416,8 @@ class TimingLog:
             if self._fh is not None:
                 self._fh.close()
         except OSError as exc:
-            raise SinkError(f"{self._label}: cannot close ({os_error_reason(exc)})") from exc
+            if not self._failed:  # after a failed write the error was reported already
+                raise SinkError(f"{self._label}: cannot close ({os_error_reason(exc)})") from exc
         finally:
             self._closed, self._fh = True, None
 

@@ -111,6 +111,9 @@ class Frame:
 _SOURCE_DTYPES = (np.uint8, np.uint16)
 #: a file may decode this many frames fewer than its header declares (edit lists, a dropped last frame)
 _FRAME_COUNT_SLACK = 2
+_MOOV_HINT = (": an MP4 whose index (moov) is at the end of the file needs a server that lets FFmpeg seek "
+              "(HTTP range requests); serve it remuxed with 'ffmpeg -i IN -c copy -movflags +faststart OUT', "
+              "or from a server that supports range requests")
 
 
 def _check_image(image: np.ndarray | None, where: str, *, gray: bool = False) -> np.ndarray:
@@ -329,15 +332,11 @@ class VideoFileSource(FrameSource):
             raise SourceError(f"{label}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        self._mp4_over_network = is_url(self._spec) and "mp4" in container.format.name
         if not stream.codec_context.width or not stream.codec_context.height:
-            unseekable_mp4 = is_url(self._spec) and "mp4" in container.format.name
             container.close()
-            if unseekable_mp4:
-                raise SourceError(
-                    f"{label}: cannot read the frame size: this MP4 keeps its index (moov) at the end and the "
-                    "server does not let FFmpeg seek there (no HTTP range requests); serve a file remuxed with "
-                    "'ffmpeg -i IN -c copy -movflags +faststart OUT', or a server that supports range requests"
-                )
+            if self._mp4_over_network:
+                raise SourceError(f"{label}: cannot read the frame size{_MOOV_HINT}")
             raise SourceError(f"{label}: video stream has zero frame size")
         self._container, self._stream = container, stream
 
@@ -461,6 +460,8 @@ class StreamSource(VideoFileSource):
         self._open(self.name)
 
     def _failed(self, index: int, reason: str, exc: BaseException) -> None:
+        if index == 0 and self._mp4_over_network:
+            raise SourceError(f"{self.name}: cannot read the first frame ({reason}){_MOOV_HINT}") from exc
         raise SourceLostError(f"{self.name}: lost after {index} frames ({reason})") from exc
 
     def _ended(self, frames: int, last_s: float | None) -> None:

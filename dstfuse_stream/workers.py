@@ -100,7 +100,8 @@ class StopAwareQueue:
         stop: the shared stop flag (a :class:`StopSignal` or :class:`threading.Event`).
         poll_s: longest single wait before ``stop`` is rechecked.
         drop_oldest: when full, ``put`` drops the oldest item (``latest`` sync: bounded lag) instead
-            of blocking (``lossless``); :attr:`dropped` counts them (:data:`END` is never counted).
+            of blocking (``lossless``); :attr:`dropped` counts them. :data:`END` is never dropped and
+            never drops a frame (it waits for room), so a stream's last frame is always delivered.
     """
 
     def __init__(self, maxsize: int, *, stop: _Flag, poll_s: float, drop_oldest: bool = False) -> None:
@@ -115,7 +116,7 @@ class StopAwareQueue:
         ``consumer_alive()`` says nobody will ever take it."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while not self._stop.is_set():
-            if self.drop_oldest:
+            if self.drop_oldest and item is not END:  # END waits for room: it never displaces the last frame
                 try:
                     self._q.put_nowait(item)
                     return True
