@@ -288,8 +288,8 @@ def _pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _open(args: argparse.Namespace, backend: Any) -> tuple[Any, list[Any], Any]:
-    """Settings checked, sources opened, outputs checked against them, then the fuser, sinks and
-    timing log (nothing is written before the pipeline runs) -> the pipeline via :func:`stream`."""
+    """Settings checked, sources opened, outputs checked against them, sinks and timing log made
+    (nothing is written before the pipeline runs), then the fuser -> the pipeline via :func:`stream`."""
     from dstfuse_stream.fuser import Fuser
     from dstfuse_stream.outputs import check_outputs
     from dstfuse_stream.pipeline_config import PipelineConfig
@@ -310,18 +310,17 @@ def _open(args: argparse.Namespace, backend: Any) -> tuple[Any, list[Any], Any]:
     owned: list[Any] = [ir_src, vis_src]
     try:
         check_outputs(_planned_outputs(args), [ir_src, vis_src])
-        output = "gray" if args.gray else "bgr"
-        settings = {"homography": homography, "output": output, "ir_range": args.ir_range}
+        sinks = _make_sinks(args, fps=args.out_fps or vis_src.fps or ir_src.fps or 30.0)  # codec checked here
+        owned.extend(sinks)
+        timing_log = TimingLog(args.timing_log) if args.timing_log else None
+        owned.append(timing_log)
+        settings = {"homography": homography, "output": "gray" if args.gray else "bgr", "ir_range": args.ir_range}
         if backend is None:
             fuser = Fuser(args.weights, args.backend, args.device, args.precision, **settings)
         else:
             fuser = Fuser(backend=backend, **settings)
         owned.append(fuser)
         logger.info("fuser: %s", fuser.describe())
-        sinks = _make_sinks(args, fps=args.out_fps or vis_src.fps or ir_src.fps or 30.0)
-        owned.extend(sinks)
-        timing_log = TimingLog(args.timing_log) if args.timing_log else None
-        owned.append(timing_log)
         pipeline = stream(ir_src, vis_src, fuser=fuser, sinks=sinks, timing_log=timing_log, **options)
     except BaseException:
         for item in reversed(owned):
