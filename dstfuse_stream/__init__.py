@@ -38,6 +38,7 @@ _EXPORTS = {
     "InputShapeError": "dstfuse_stream.errors",
     "BackendError": "dstfuse_stream.errors",
     "SourceError": "dstfuse_stream.errors",
+    "SourceLostError": "dstfuse_stream.errors",
     "SinkError": "dstfuse_stream.errors",
     "StreamMismatchError": "dstfuse_stream.errors",
     "CheckpointError": "dstfuse_stream.errors",
@@ -57,6 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         InputShapeError,
         SinkError,
         SourceError,
+        SourceLostError,
         StreamMismatchError,
     )
     from dstfuse_stream.fuser import FusedFrame, Fuser, fuse

@@ -2,7 +2,10 @@
 
 import sys
 
-from dstfuse_stream.cli import main
-
 if __name__ == "__main__":
+    try:
+        from dstfuse_stream.cli import main
+    except KeyboardInterrupt:  # Ctrl-C while the command is still loading
+        print("dstfuse-stream: interrupted", file=sys.stderr)
+        sys.exit(130)
     sys.exit(main())

@@ -1,12 +1,13 @@
 """Error hierarchy of dstfuse-stream.
 
 Every error a user can cause (bad path, bad shape, unreadable stream) derives from
-:class:`DSTFuseError`; the CLIs turn these into one clear line and exit code 2. Anything else
-escaping is a bug and keeps its traceback.
+:class:`DSTFuseError`; the CLIs turn these into one clear line and the error's :attr:`exit_code`
+(2; 3 for :class:`SourceLostError`). Anything else escaping is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 from types import ModuleType
 
@@ -19,12 +20,17 @@ __all__ = [
     "SourceError",
     "StreamMismatchError",
     "SinkError",
+    "SourceLostError",
     "require_module",
+    "os_error_reason",
 ]
 
 
 class DSTFuseError(Exception):
     """Base class of every user-facing error raised by dstfuse-stream."""
+
+    #: exit code of a command that stops with this error
+    exit_code = 2
 
 
 class ConfigError(DSTFuseError, ValueError):
@@ -45,6 +51,13 @@ class BackendError(DSTFuseError):
 
 class SourceError(DSTFuseError):
     """A frame source (camera, file, folder, URL) cannot be opened or read."""
+
+
+class SourceLostError(SourceError):
+    """A live source (camera, network stream) stopped delivering frames after it had opened, and
+    reconnecting (if asked for) did not bring it back. Exit code 3: not a bad input, a lost one."""
+
+    exit_code = 3
 
 
 class StreamMismatchError(DSTFuseError):
@@ -68,3 +81,12 @@ def require_module(name: str, *, purpose: str, install: str) -> ModuleType:
             f"{purpose} needs the Python package {name!r}, which is not usable here "
             f"({type(exc).__name__}: {exc}); install it with: {install}"
         ) from exc
+
+
+def os_error_reason(exc: BaseException) -> str:
+    """``"ENOSPC: No space left on device"``: the errno name and text of an OS error (else its message)."""
+    code = getattr(exc, "errno", None)
+    text = getattr(exc, "strerror", None) or str(exc)
+    if isinstance(code, int) and code in errno.errorcode:
+        return f"{errno.errorcode[code]}: {text}"
+    return f"{type(exc).__name__}: {text}"

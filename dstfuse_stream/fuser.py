@@ -9,7 +9,8 @@ One pair goes through three steps, the same for single calls, batches, previews,
 pipeline and the benchmarks:
 
 1. **prepare**: check both frames (:func:`~dstfuse_stream.imageio.check_image`); IR to uint8 luma
-   (:func:`~dstfuse_stream.colour.ir_to_luma`: gray as is, BGR's Y plane, uint16 stretched) and onto
+   (:func:`~dstfuse_stream.colour.ir_to_luma`: gray as is, BGR's Y plane, uint16 through the Fuser's
+   :class:`~dstfuse_stream.colour.IrGain`, ``ir_range``) and onto
    the visible grid (resized, or warped by the homography); the visible frame resized to the
    processing size (default: its own) and split once into Y and CrCb.
 2. **fuse**: the backend fuses the two uint8 Y planes (it converts them to float in [0, 1]).
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 import numpy as np
 
 from dstfuse_stream.backends.base import FusionBackend
-from dstfuse_stream.colour import float_to_uint8, ir_to_luma, merge_luma, split_luma
+from dstfuse_stream.colour import IrGain, float_to_uint8, ir_to_luma, merge_luma, split_luma
 from dstfuse_stream.errors import BackendError, ConfigError, InputShapeError
 from dstfuse_stream.geometry import align_ir, resize_to
 from dstfuse_stream.imageio import check_image, to_gray
@@ -127,6 +128,9 @@ class Fuser:
             visible grid. Without it, IR is resized to the visible frame's size.
         output: ``"bgr"`` (fused luma + the visible chroma) or ``"gray"`` (the fused luma).
         threads: CPU threads of the backend (ONNX Runtime session; torch: process-wide).
+        ir_range: how uint16 IR becomes 8-bit (:mod:`dstfuse_stream.colour`): ``"auto"`` (running
+            percentile stretch: automatic gain control for video; its state is :attr:`ir_gain`),
+            ``"frame"`` (each frame's own percentiles) or ``(lo, hi)`` raw values (fixed).
 
     Call it as ``fuser(ir, vis)``: IR ``(H, W)`` gray or ``(H, W, 3)`` BGR, uint8 or uint16 (see
     :func:`~dstfuse_stream.colour.ir_to_luma`); visible BGR or gray uint8; any sizes. Returns uint8 at
@@ -143,9 +147,12 @@ class Fuser:
         homography: np.ndarray | Sequence[Sequence[float]] | None = None,
         output: str = "bgr",
         threads: int | None = None,
+        ir_range: str | Sequence[float] = "auto",
     ) -> None:
         if output not in OUTPUTS:
             raise ConfigError(f"output {output!r}: expected one of {list(OUTPUTS)}")
+        #: uint16 IR -> uint8 (running state for ``ir_range="auto"``; ``ir_gain.reset()`` restarts it)
+        self.ir_gain = IrGain(ir_range)
         if homography is not None:
             from dstfuse_stream.registration import check_homography
 
@@ -170,7 +177,7 @@ class Fuser:
         vis = check_image(vis, "vis")
         vis_wh = (int(vis.shape[1]), int(vis.shape[0]))
         size_wh = vis_wh if size_wh is None else size_wh
-        ir_y = align_ir(ir_to_luma(ir), vis_wh, size_wh=size_wh, homography=self.homography)
+        ir_y = align_ir(ir_to_luma(ir, self.ir_gain), vis_wh, size_wh=size_wh, homography=self.homography)
         vis = resize_to(vis, size_wh)
         if vis.ndim == 3 and self.output == "bgr":
             vis_y, crcb = split_luma(vis)
@@ -293,6 +300,8 @@ def fuse(ir: np.ndarray, vis: np.ndarray, **kwargs: Any) -> np.ndarray:
     """Fuse one pair with a cached default :class:`Fuser` built from ``kwargs`` (same arguments).
 
     The first call for given arguments loads the model (and may export ONNX once); later calls
-    reuse it.
+    reuse it. Pairs are independent: uint16 IR is stretched per frame (``ir_range="frame"``) unless
+    ``ir_range`` is given.
     """
+    kwargs.setdefault("ir_range", "frame")
     return default_fuser(**kwargs)(ir, vis)

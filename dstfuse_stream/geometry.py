@@ -13,7 +13,10 @@ import numpy as np
 
 from dstfuse_stream.errors import ConfigError
 
-__all__ = ["parse_size_wh", "fit_max_side_wh", "processing_size_wh", "resize_to", "align_ir"]
+__all__ = ["parse_size_wh", "fit_max_side_wh", "processing_size_wh", "resize_to", "align_ir", "MAX_SIDE_PX"]
+
+#: Largest side (pixels) a pair is fused at (8K UHD is 7680 wide); larger sizes only exhaust memory.
+MAX_SIDE_PX = 8192
 
 
 def parse_size_wh(text: str) -> tuple[int, int]:

@@ -72,13 +72,14 @@ def read_bgr(path: str | os.PathLike[str]) -> np.ndarray:
     return _imread(path, cv2.IMREAD_COLOR)
 
 
-def read_luma(path: str | os.PathLike[str]) -> np.ndarray:
+def read_luma(path: str | os.PathLike[str], *, any_depth: bool = False) -> np.ndarray:
     """Read an image straight to its luma, uint8 ``(H, W)`` (decoders give it without a BGR image).
 
     OpenCV's ``IMREAD_GRAYSCALE``: a JPEG's own Y plane; other colour files via ``BGR2GRAY``, which
-    rounds differently from :func:`to_gray` by at most 1. Used for IR frames.
+    rounds differently from :func:`to_gray` by at most 1. Used for IR frames. ``any_depth=True``
+    keeps a 16-bit file's full depth (uint16: radiometric thermal PNG/TIFF) instead of cutting it to 8 bits.
     """
-    return _imread(path, cv2.IMREAD_GRAYSCALE)
+    return _imread(path, cv2.IMREAD_GRAYSCALE | (cv2.IMREAD_ANYDEPTH if any_depth else 0))
 
 
 def _imread(path: str | os.PathLike[str], flags: int) -> np.ndarray:
@@ -147,6 +148,9 @@ def list_pairs(root: str | os.PathLike[str], *, split: str | None = None) -> lis
         if split is not None and split not in llvip_splits:
             raise SourceError(f"pairs {str(root)!r}: split {split!r} not found; available: {llvip_splits}")
         dirs = [(ir_dir / s, vis_dir / s) for s in ([split] if split else llvip_splits)]
+    elif split is not None:
+        raise SourceError(f"pairs {str(root)!r}: split {split!r} asked for, but {ir_dir.name}/ and {vis_dir.name}/ have no "
+                          "train/ and test/ sub-folders (LLVIP layout); leave the split out to use every pair")
     else:
         dirs = [(ir_dir, vis_dir)]
     pairs: list[tuple[Path, Path]] = []

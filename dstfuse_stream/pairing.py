@@ -11,17 +11,21 @@ Pairing policies (:class:`StreamPairer`):
   before the other stream's current frame can no longer be matched and is dropped; among frames
   within tolerance the closest one wins (one frame of look-ahead on the earlier stream). Dropped
   frames are counted per stream. Pairing stops when either stream ends.
+
+A live source is timestamped with the capture clock (``time.monotonic()``) and a recording from 0,
+so the two never pair by timestamp: :func:`check_pairable` refuses that mix before the run.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
-from dstfuse_stream.errors import ConfigError
-from dstfuse_stream.sources import Frame
+from dstfuse_stream.errors import ConfigError, StreamMismatchError
+from dstfuse_stream.sources import Frame, FrameSource
 
 __all__ = [
     "FramePair",
@@ -30,6 +34,8 @@ __all__ = [
     "pair_streams",
     "resolve_pairing",
     "default_tolerance_s",
+    "check_pairable",
+    "length_mismatch",
     "PAIRING_POLICIES",
 ]
 
@@ -104,14 +110,15 @@ class StreamPairer:
     def __init__(self, *, policy: str = "index", tolerance_s: float | None = None) -> None:
         if policy not in ("index", "timestamp"):
             raise ConfigError(f"pairing {policy!r}: expected 'index' or 'timestamp' (resolve 'auto' first)")
-        if tolerance_s is not None and tolerance_s < 0:
-            raise ConfigError(f"tolerance_s: expected >= 0, got {tolerance_s}")
+        if tolerance_s is not None and not (math.isfinite(tolerance_s) and tolerance_s >= 0):
+            raise ConfigError(f"tolerance_s: expected a finite number >= 0, got {tolerance_s}")
         self.policy = policy
         self.tolerance_s = _FALLBACK_TOLERANCE_S if tolerance_s is None else float(tolerance_s)
         self.stats = PairingStats()
         self._buf: dict[str, deque[Frame]] = {"ir": deque(), "vis": deque()}
         self._ended = {"ir": False, "vis": False}
         self._done = False
+        self._span_s: dict[str, list[float]] = {}  # role -> [first, last] timestamp pushed
 
     @property
     def done(self) -> bool:
@@ -126,6 +133,20 @@ class StreamPairer:
             raise ConfigError(f"{role}: frame pushed after the end of the stream")
         else:
             self._buf[role].append(frame)
+            self._span_s.setdefault(role, [frame.timestamp_s, frame.timestamp_s])[1] = frame.timestamp_s
+
+    def pending(self) -> dict[str, int]:
+        """Frames pushed but neither paired nor dropped yet, per stream (left over when a run stops)."""
+        return {role: len(buf) for role, buf in self._buf.items()}
+
+    def why_no_pairs(self) -> str:
+        """Why nothing paired (for the error of a run that fused no frame)."""
+        spans = {r: self._span_s.get(r) for r in ("ir", "vis")}
+        seen = ", ".join(f"{r} {s[0]:.3f}..{s[1]:.3f} s" if s else f"{r} none" for r, s in spans.items())
+        if self.policy == "index":
+            return f"no frame index appeared in both streams (frames dropped by the 'latest' sync?); timestamps seen: {seen}"
+        return (f"no two frames were within the tolerance of {self.tolerance_s * 1000:.1f} ms (timestamps seen: {seen}); "
+                "raise --tolerance-ms, or pair frame i with frame i (--pairing index)")
 
     def need(self) -> str | None:
         """The stream that must supply a frame before :meth:`pop` can decide, or ``None``."""
@@ -245,3 +266,30 @@ def pair_streams(
             yield pair
         elif pairer.need() is None and not pairer.done:  # pragma: no cover - defensive
             raise RuntimeError("pairing made no progress")
+
+
+def check_pairable(ir: FrameSource, vis: FrameSource, *, pairing: str) -> None:
+    """Raise :class:`StreamMismatchError` when ``pairing="timestamp"`` would never pair: one source
+    live (capture clock) and the other recorded (clock from 0)."""
+    if pairing != "timestamp" or ir.is_live == vis.is_live:
+        return
+    live, recorded = (ir, vis) if ir.is_live else (vis, ir)
+    raise StreamMismatchError(
+        f"cannot pair the live {live.name} with the recorded {recorded.name} by timestamp: a live source is "
+        "timestamped with the capture clock and a recording from 0, so no two frames would ever be paired; "
+        "pair frame i with frame i instead (--pairing index)"
+    )
+
+
+def length_mismatch(stats: PairingStats, *, live: bool, lossless: bool, frame_counts: dict[str, int | None]) -> str | None:
+    """The longer of two recorded streams, or ``None``: the pairer's finding when both were read
+    losslessly; when frames were dropped (``latest``) only the declared frame counts can tell; live
+    streams have no length."""
+    if live:
+        return None
+    if lossless:
+        return stats.length_mismatch
+    ir, vis = frame_counts["ir"], frame_counts["vis"]
+    if ir is None or vis is None or ir == vis:
+        return None
+    return "ir" if ir > vis else "vis"

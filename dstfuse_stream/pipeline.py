@@ -20,7 +20,11 @@
   readers are stopped and joined, everything already fused is written, and the outputs are closed.
 * Errors: a reader error ends that stream (frames already read are still fused); a fusion or writer
   error stops everything. The first error is re-raised in the iterating thread after the shutdown
-  (:attr:`FusionPipeline.summary` is set either way).
+  (:attr:`FusionPipeline.summary` is set either way). A lost live source is reopened by its reader
+  ``reconnect`` times first; a run that ends without fusing a frame is an error saying why nothing
+  paired. Before anything runs, the outputs are checked against the inputs
+  (:func:`~dstfuse_stream.outputs.check_outputs`) and a pair that can never be paired is refused
+  (:func:`~dstfuse_stream.pairing.check_pairable`).
 """
 
 from __future__ import annotations
@@ -30,70 +34,23 @@ import logging
 import time
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
-from dstfuse_stream.errors import ConfigError
+from dstfuse_stream.errors import SourceLostError, StreamMismatchError
 from dstfuse_stream.fuser import FusedFrame, Fuser
 from dstfuse_stream.geometry import processing_size_wh
-from dstfuse_stream.pairing import FramePair, StreamPairer, default_tolerance_s, resolve_pairing
+from dstfuse_stream.outputs import check_outputs, sink_outputs
+from dstfuse_stream.pairing import FramePair, StreamPairer, check_pairable, default_tolerance_s, length_mismatch, resolve_pairing
+from dstfuse_stream.pipeline_config import PipelineConfig
 from dstfuse_stream.sinks import Sink, TimingLog
 from dstfuse_stream.sources import FrameSource
 from dstfuse_stream.stats import PipelineSummary, RunStats
-from dstfuse_stream.workers import END, STOPPED, SYNC_MODES, Failures, SourceReader, StopSignal, resolve_sync
+from dstfuse_stream.workers import END, STOPPED, SYNC_MODES, Failures, SourceReader, StopSignal, resolve_sync, stop_readers
 from dstfuse_stream.writer import FrameWriter
 
 __all__ = ["PipelineConfig", "PipelineSummary", "FusionPipeline", "resolve_sync", "SYNC_MODES"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """Settings of one :class:`FusionPipeline` run.
-
-    Attributes:
-        sync: ``auto``, ``lossless`` or ``latest`` (see the module docstring).
-        pairing: ``auto``, ``index`` or ``timestamp`` (see :mod:`dstfuse_stream.pairing`).
-        tolerance_s: timestamp pairing tolerance; ``None`` = half the slower stream's frame interval.
-        queue_size: capacity of each reader queue and of the writer queue.
-        max_frames: stop after this many fused frames (``None``: until a stream ends).
-        resize_wh: fuse at exactly this size ``(W, H)``.
-        max_size: else shrink so the longer side is at most this (aspect kept, even sides).
-        poll_s: longest wait on a queue before the stop flag is rechecked.
-        join_timeout_s: how long the shutdown waits for each reader thread.
-        writer_timeout_s: how long the shutdown waits for the writer to flush its queue.
-        progress: show a tqdm progress bar (frames finished) on stderr.
-    """
-
-    sync: str = "auto"
-    pairing: str = "auto"
-    tolerance_s: float | None = None
-    queue_size: int = 4
-    max_frames: int | None = None
-    resize_wh: tuple[int, int] | None = None
-    max_size: int | None = None
-    poll_s: float = 0.05
-    join_timeout_s: float = 5.0
-    writer_timeout_s: float = 60.0
-    progress: bool = False
-
-    def __post_init__(self) -> None:
-        resolve_sync(self.sync, live=False)
-        resolve_pairing(self.pairing, live=False, ir_fps=None, vis_fps=None)
-        checks = {"queue_size": (self.queue_size, 1), "max_frames": (self.max_frames, 0), "max_size": (self.max_size, 2)}
-        for name, (value, low) in checks.items():
-            if value is not None and value < low:
-                raise ConfigError(f"{name}: expected >= {low}, got {value}")
-        if self.tolerance_s is not None and self.tolerance_s < 0:
-            raise ConfigError(f"tolerance_s: expected >= 0, got {self.tolerance_s}")
-        if self.resize_wh is not None and min(self.resize_wh) < 1:
-            raise ConfigError(f"resize_wh: expected positive sides, got {self.resize_wh}")
-        if self.poll_s <= 0:
-            raise ConfigError(f"poll_s: expected > 0, got {self.poll_s}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class FusionPipeline:
@@ -127,10 +84,13 @@ class FusionPipeline:
         self.pairing = resolve_pairing(cfg.pairing, live=live, ir_fps=ir_source.fps, vis_fps=vis_source.fps)
         tolerance = cfg.tolerance_s if cfg.tolerance_s is not None else default_tolerance_s(ir_source.fps, vis_source.fps)
         self.tolerance_s = None if self.pairing == "index" else tolerance
+        check_pairable(ir_source, vis_source, pairing=self.pairing)
+        check_outputs(sink_outputs(self.sinks, timing_log), [ir_source, vis_source])
         self._stop, self._failures = StopSignal(), Failures()
         self.readers = {
             role: SourceReader(src, role=role, sync=self.sync[role], queue_size=cfg.queue_size, stop=self._stop,
-                               poll_s=cfg.poll_s, failures=self._failures)
+                               poll_s=cfg.poll_s, failures=self._failures, reconnect=cfg.reconnect,
+                               backoff_s=cfg.reconnect_backoff_s)
             for role, src in self.sources.items()
         }
         self.stats = RunStats(progress=cfg.progress, progress_total=self._expected_frames())
@@ -197,6 +157,10 @@ class FusionPipeline:
             t0 = time.perf_counter()
             pair = self._next_pair()
             if pair is None:
+                if self.stats.frames_fused == 0 and not self._stop.is_set() and self._failures.first is None:
+                    read = {r: self.readers[r].read_count for r in ("ir", "vis")}
+                    raise StreamMismatchError(f"no frame was fused: read ir {read['ir']} and vis {read['vis']} frames, "
+                                              f"but {self._pairer.why_no_pairs()}")
                 return
             frame = self._fuse(pair, pair_ms=(time.perf_counter() - t0) * 1000.0)
             if self.writer is None:
@@ -247,17 +211,23 @@ class FusionPipeline:
         cfg = self.config
         if self.writer is not None:
             self.writer.finish(timeout_s=cfg.writer_timeout_s, join_timeout_s=cfg.join_timeout_s)
-        for reader in self.readers.values():
-            reader.stop(cfg.join_timeout_s)
+        stop_readers(list(self.readers.values()), cfg.join_timeout_s)
         if self._close_fuser:
             self.fuser.close()
         self.stats.stop()
-        stopped_by = "error" if self._failures.first else (self._stopped_by or "end")
+        first = self._failures.first
+        stopped_by = self._stopped_by or "end"
+        if first is not None:
+            stopped_by = "source_lost" if isinstance(first[1], SourceLostError) else "error"
+        readers, pending, src = self.readers, self._pairer.pending(), self.sources
         self.summary = self.stats.summary(
-            frames_read={r: self.readers[r].read_count for r in ("ir", "vis")},
-            queue_dropped={r: self.readers[r].queue.dropped for r in ("ir", "vis")},
+            frames_read={r: readers[r].read_count for r in readers}, queue_dropped={r: readers[r].queue.dropped for r in readers},
             pairing_stats=self._pairer.stats, stopped_by=stopped_by, error=self._failures.describe_first(),
             resolved={"sync": self.sync, "pairing": self.pairing, "tolerance_s": self.tolerance_s},
+            unused={r: readers[r].unused + pending[r] for r in readers}, reconnects={r: readers[r].reconnects for r in readers},
+            length_mismatch=length_mismatch(self._pairer.stats, live=any(s.is_live for s in src.values()),
+                                            lossless=set(self.sync.values()) == {"lossless"},
+                                            frame_counts={r: src[r].frame_count for r in src}),
         )
 
     def close(self) -> None:
@@ -271,8 +241,7 @@ class FusionPipeline:
             self._stop.set()
             if self.writer is not None:
                 self.writer.close_outputs()
-            for reader in self.readers.values():
-                reader.stop(0.0)
+            stop_readers(list(self.readers.values()), 0.0)
             if self._close_fuser:
                 self.fuser.close()
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dstfuse_stream.cliutil import run_command
+from dstfuse_stream.cliutil import OneLineArgumentParser, run_command
 from dstfuse_stream.errors import ConfigError
 
 __all__ = [
@@ -45,6 +45,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+#: a homography is singular when ``|det|`` is below this fraction of the product of its row norms
+#: (Hadamard's bound): scale-free, so a large shift (``H[0, 2] = 1e5``) is not mistaken for singular
+_SINGULAR_RATIO = 1e-12
+
+
 def check_homography(h: object, *, source: str = "homography") -> np.ndarray:
     """Validate a 3x3 finite, invertible matrix; return it as float64 scaled so ``H[2, 2] == 1``."""
     try:
@@ -56,9 +61,10 @@ def check_homography(h: object, *, source: str = "homography") -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ConfigError(f"{source}: matrix has non-finite entries")
     det = float(np.linalg.det(arr))
-    scale = np.abs(arr).max()
-    if scale == 0 or abs(det) < 1e-12 * scale**3:
-        raise ConfigError(f"{source}: matrix is singular (det {det:.3g})")
+    bound = float(np.prod(np.linalg.norm(arr, axis=1)))
+    if bound == 0 or abs(det) <= _SINGULAR_RATIO * bound:
+        raise ConfigError(f"{source}: matrix is singular (det {det:.3g}, {abs(det) / bound if bound else 0:.3g} of "
+                          "the largest possible for its rows): it maps the image onto a line or a point")
     if abs(arr[2, 2]) > 1e-12:
         arr = arr / arr[2, 2]
     return arr
@@ -186,7 +192,7 @@ def read_point_pairs(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarr
 
 
 def _build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog=prog,
         description="Estimate the IR->visible homography from corresponding points and save it.",
     )

@@ -6,11 +6,15 @@ result) or ``"preview"`` (``ir | vis | fused`` panels, drawn by the pipeline's w
 thread closes every sink on every exit path, so a video holds every frame written before an error or
 Ctrl-C and plays.
 
-Video (:class:`VideoSink`): H.264 (libx264, yuv420p) in MP4 via PyAV. yuv420p needs even sides: a
-frame with an odd width or height is padded by one pixel on the right/bottom (edge replicated; no
-content is cropped, detections keep their coordinates). If libx264 is missing from the local
-FFmpeg, the next available codec of ``fallback_codecs`` (default MPEG-4 Part 2) is used and a
-warning is logged; :attr:`VideoSink.codec_name` says which was used.
+Video (:class:`VideoSink`): H.264 (libx264, yuv420p) in fragmented MP4 via PyAV (VP9 in WebM).
+yuv420p needs even sides: a frame with an odd width or height is padded by one pixel on the
+right/bottom (edge replicated; no content is cropped, detections keep their coordinates). If libx264
+is missing from the local FFmpeg, the next available codec of ``fallback_codecs`` (default MPEG-4
+Part 2) is used and a warning is logged; :attr:`VideoSink.codec_name` says which was used.
+
+Every write error (full disk: ENOSPC; a removed folder; a read-only file system) is a
+:class:`~dstfuse_stream.errors.SinkError` naming the output and the OS reason, and what was written
+before it is kept in a playable state where the format allows (see :class:`VideoSink`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from dstfuse_stream.errors import SinkError
+from dstfuse_stream.errors import SinkError, os_error_reason
 from dstfuse_stream.imageio import check_image
 
 __all__ = [
@@ -39,6 +43,7 @@ __all__ = [
     "TIMING_COLUMNS",
     "pad_to_even",
     "write_json",
+    "MAX_FPS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,6 +82,10 @@ TIMING_COLUMNS = (
 )
 #: What a sink can be given of each fused frame (see :attr:`Sink.content`).
 CONTENTS = ("fused", "preview")
+#: Highest frame rate a video output accepts (higher rates made files no decoder could read).
+MAX_FPS = 1000.0
+#: Presentation-time unit of variable-frame-rate video (the MPEG 90 kHz clock).
+_VFR_TIME_BASE = Fraction(1, 90000)
 
 
 class Sink:
@@ -122,20 +131,28 @@ def _prepare_parent(path: Path, label: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SinkError(f"{label}: cannot create folder {str(path.parent)!r} ({exc})") from exc
+        raise SinkError(f"{label}: cannot create folder {str(path.parent)!r} ({os_error_reason(exc)})") from exc
 
 
 class VideoSink(Sink):
-    """Encode frames to a video file with PyAV (default H.264/MP4, yuv420p).
+    """Encode frames to a video file with PyAV (default H.264 in fragmented MP4, yuv420p).
 
     Args:
-        path: output file (``.mp4``, ``.mkv``, ``.avi``...; the container follows the suffix).
-        fps: frame rate written into the stream.
+        path: output file (``.mp4``, ``.mkv``, ``.webm``, ``.avi``...; the container follows the suffix).
+        fps: nominal frame rate (the rate of frames written without a timestamp; at most :data:`MAX_FPS`).
         content: ``"fused"`` (the fused output) or ``"preview"`` (``ir | vis | fused`` panels).
-        codec: preferred encoder; ``fallback_codecs`` are tried in order when it is unavailable.
+        codec: encoder, or ``"auto"`` (H.264; VP9 for ``.webm``); ``fallback_codecs`` are tried in
+            order when it is missing from the local FFmpeg. A codec the container cannot hold is a
+            :class:`SinkError` here, before anything is written (:func:`~dstfuse_stream.videofile.choose_codec`).
         crf, preset: libx264 quality and speed settings.
-        vfr: use the frames' timestamps as presentation times (live sources: plays at capture
-            speed even when frames were dropped) instead of ``index / fps``.
+        vfr: presentation times from the frames' ``timestamp_s`` (the source clock: the video lasts as
+            long as its input, also when frames were dropped or the rates differ) instead of
+            ``index / fps``. Containers without per-frame timestamps (AVI) are written at ``fps``.
+
+    Nothing is written before the first frame. A write that fails (full disk, ENOSPC) is a
+    :class:`SinkError` naming the file and the reason; an MP4 is then cut to its last complete
+    fragment (:mod:`dstfuse_stream.videofile`), so it plays with every frame up to about
+    :data:`~dstfuse_stream.videofile.FRAGMENT_S` before the failure.
     """
 
     def __init__(
@@ -144,7 +161,7 @@ class VideoSink(Sink):
         *,
         fps: float = 30.0,
         content: str = "fused",
-        codec: str = "libx264",
+        codec: str = "auto",
         fallback_codecs: tuple[str, ...] = ("mpeg4",),
         crf: int = 20,
         preset: str = "veryfast",
@@ -152,46 +169,44 @@ class VideoSink(Sink):
     ) -> None:
         import av
 
+        from dstfuse_stream.videofile import choose_codec, container_format, supports_vfr
+
         self._av = av
         self.path = Path(path)
         label = f"video {str(self.path)!r}"
         self._label = label
         self.content = _check_content(content, label)
-        if not (fps > 0 and math.isfinite(fps)):
-            raise SinkError(f"{label}: fps must be a positive number, got {fps}")
+        if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
+            raise SinkError(f"{label}: fps must be a number in (0, {MAX_FPS:g}], got {fps}")
         self.fps = float(fps)
-        self.crf, self.preset, self.vfr = crf, preset, vfr
-        self.codec_name = self._pick_codec(codec, fallback_codecs)
-        _prepare_parent(self.path, label)
+        self.crf, self.preset = crf, preset
         if self.path.is_dir():
             raise SinkError(f"{label}: is a folder (use a file name such as out.mp4, or an image-folder output)")
+        self.format_name = container_format(self.path)
+        self.vfr = vfr and supports_vfr(self.format_name)
+        self.codec_name = choose_codec(label, self.format_name, codec, fallback_codecs)
+        _prepare_parent(self.path, label)
         if not os.access(self.path.parent, os.W_OK):
             raise SinkError(f"{label}: folder {str(self.path.parent)!r} is not writable")
-        try:
-            self._container = av.open(str(self.path), mode="w")
-        except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise SinkError(f"{label}: cannot create ({type(exc).__name__}: {exc})") from exc
+        self._container: Any = None
+        self._file: Any = None
         self._stream = None
         self._size_wh: tuple[int, int] | None = None
         self._last_pts = -1
         self._t0: float | None = None
+        self._closed = False
         self.frames_written = 0
         self.padded = False
 
-    def _pick_codec(self, codec: str, fallbacks: tuple[str, ...]) -> str:
+    def _open(self, width: int, height: int) -> None:
         av = self._av
-        for name in (codec, *fallbacks):
-            try:
-                av.codec.Codec(name, "w")
-            except (av.error.FFmpegError, ValueError, KeyError) as exc:
-                logger.debug("codec %s unavailable: %s", name, exc)
-                continue
-            if name != codec:
-                logger.warning("%s: codec %s is not available in this FFmpeg build; using %s", self._label, codec, name)
-            return name
-        raise SinkError(f"{self._label}: none of the codecs {[codec, *fallbacks]} is available in PyAV's FFmpeg")
+        from dstfuse_stream.videofile import CheckedFile, muxer_options
 
-    def _open_stream(self, width: int, height: int) -> None:
+        try:
+            self._file = CheckedFile(self.path)
+            self._container = av.open(self._file, mode="w", format=self.format_name, options=muxer_options(self.format_name))
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise self._fail("cannot create", exc) from exc
         stream = self._container.add_stream(self.codec_name, rate=Fraction(self.fps).limit_denominator(100000))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if self.codec_name == "libx264":
@@ -199,14 +214,24 @@ class VideoSink(Sink):
         else:
             stream.bit_rate = max(1_000_000, int(width * height * self.fps * 0.25))
         if self.vfr:
-            stream.codec_context.time_base = Fraction(1, 1000)
+            stream.codec_context.time_base = _VFR_TIME_BASE
         self._stream = stream
         self._size_wh = (width, height)
+
+    def _pts(self, timestamp_s: float | None) -> int:
+        if not self.vfr:
+            return self.frames_written
+        if timestamp_s is None or not math.isfinite(timestamp_s):
+            step = round(1 / (self.fps * _VFR_TIME_BASE))
+            return self._last_pts + step if self._last_pts >= 0 else 0
+        if self._t0 is None:
+            self._t0 = timestamp_s
+        return max(self._last_pts + 1, round((timestamp_s - self._t0) / _VFR_TIME_BASE))
 
     def write(self, image: np.ndarray, *, index: int = 0, timestamp_s: float | None = None, name: str | None = None) -> None:
         """Encode one ``(H, W, 3)`` BGR or ``(H, W)`` gray uint8 image."""
         av = self._av
-        if self._container is None:
+        if self._closed:
             raise SinkError(f"{self._label}: already closed")
         image = check_image(image, self._label, error=SinkError)
         padded = pad_to_even(image)
@@ -216,42 +241,61 @@ class VideoSink(Sink):
             if self.padded:
                 logger.info("%s: %dx%d padded to %dx%d (yuv420p needs even sides)",
                             self._label, image.shape[1], image.shape[0], w, h)
-            self._open_stream(w, h)
+            self._open(w, h)
         elif (w, h) != self._size_wh:
             raise SinkError(f"{self._label}: frame size changed from {self._size_wh} to {(w, h)}")
         fmt = "gray" if padded.ndim == 2 else "bgr24"
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(padded), format=fmt)
-        if self.vfr and timestamp_s is not None:
-            if self._t0 is None:
-                self._t0 = timestamp_s
-            pts = max(self._last_pts + 1, round((timestamp_s - self._t0) * 1000.0))
-            vf.time_base = Fraction(1, 1000)
-        else:
-            pts = self.frames_written
-        vf.pts = pts
-        self._last_pts = pts
+        vf.pts = self._last_pts = self._pts(timestamp_s)
+        if self.vfr:
+            vf.time_base = _VFR_TIME_BASE
         try:
             for packet in self._stream.encode(vf):
                 self._container.mux(packet)
+            if self._file.error is not None:
+                raise self._file.error
         except (av.error.FFmpegError, OSError) as exc:
-            raise SinkError(f"{self._label}: encoding failed ({type(exc).__name__}: {exc})") from exc
+            raise self._fail(f"cannot write frame {self.frames_written}", self._file.error or exc) from exc
         self.frames_written += 1
 
+    def _fail(self, what: str, exc: BaseException) -> SinkError:
+        """After a failed write: close without muxing again, keep what plays; the error to raise."""
+        from dstfuse_stream.videofile import truncate_to_fragments
+
+        self._closed = True
+        container, self._container = self._container, None
+        for closable in (container, self._file):
+            try:
+                if closable is not None:
+                    closable.close()
+            except (self._av.error.FFmpegError, OSError):
+                pass
+        kept = ""
+        if self.format_name in ("mp4", "mov") and self.path.exists():
+            size = truncate_to_fragments(self.path)
+            kept = ("; the file keeps the frames up to its last complete fragment" if size > 0
+                    else "; no complete fragment was written, so no frame could be kept" if size == 0 else "")
+        return SinkError(f"{self._label}: {what} ({os_error_reason(exc)}){kept}")
+
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         container, self._container = self._container, None
         if container is None:
+            logger.info("%s: no frame was written (no file created)", self._label)
             return
         av = self._av
         try:
-            if self._stream is not None:
-                for packet in self._stream.encode(None):
-                    container.mux(packet)
-        except (av.error.FFmpegError, OSError) as exc:
-            raise SinkError(f"{self._label}: flushing the encoder failed ({exc})") from exc
-        finally:
+            for packet in self._stream.encode(None):
+                container.mux(packet)
             container.close()
-        if self._stream is None:
-            logger.warning("%s: no frame was written", self._label)
+            self._file.close()
+            if self._file.error is not None:
+                raise self._file.error
+        except (av.error.FFmpegError, OSError) as exc:
+            self._container, self._closed = container, False
+            raise self._fail("cannot finish the file", self._file.error or exc) from exc
 
     def describe(self) -> dict[str, object]:
         return {
@@ -259,6 +303,7 @@ class VideoSink(Sink):
             "path": str(self.path),
             "content": self.content,
             "codec": self.codec_name,
+            "container": self.format_name,
             "fps": self.fps,
             "vfr": self.vfr,
             "size_wh": list(self._size_wh) if self._size_wh else None,
@@ -298,11 +343,18 @@ class ImageFolderSink(Sink):
         self._used.add(stem)
         path = self.folder / f"{stem}{self.ext}"
         try:
-            ok = cv2.imwrite(str(path), image)
+            ok, data = cv2.imencode(self.ext, image)
         except cv2.error as exc:
-            raise SinkError(f"{self._label}: cannot write {path.name} ({exc})") from exc
+            raise SinkError(f"{self._label}: cannot encode {path.name} ({exc})") from exc
         if not ok:
-            raise SinkError(f"{self._label}: cannot write {path.name}")
+            raise SinkError(f"{self._label}: cannot encode {path.name}")
+        try:
+            with open(path, "wb") as fh:
+                fh.write(data.tobytes())
+        except OSError as exc:
+            path.unlink(missing_ok=True)  # no half-written image
+            raise SinkError(f"{self._label}: cannot write {path.name} ({os_error_reason(exc)}); "
+                            f"{self.frames_written} images written before it") from exc
         self.frames_written += 1
 
     def describe(self) -> dict[str, object]:
@@ -313,39 +365,61 @@ class TimingLog:
     """Per-frame timing rows (:data:`TIMING_COLUMNS`) as CSV, or JSON Lines for ``.jsonl``/``.json``.
 
     Each row is flushed when written, so the log is complete up to the last written frame even
-    if the process is killed.
+    if the process is killed. The file is created at the first row (no row, no file), so nothing
+    is overwritten before a run writes a frame; write errors (full disk) are
+    :class:`~dstfuse_stream.errors.SinkError` naming the file and the OS reason.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        label = f"timing log {str(self.path)!r}"
+        self._label = f"timing log {str(self.path)!r}"
         self.format = "jsonl" if self.path.suffix.lower() in (".jsonl", ".json", ".ndjson") else "csv"
-        _prepare_parent(self.path, label)
-        try:
-            self._fh: IO[str] | None = open(self.path, "w", newline="")
-        except OSError as exc:
-            raise SinkError(f"{label}: cannot create ({exc})") from exc
-        self._csv = None
-        if self.format == "csv":
-            self._csv = csv.DictWriter(self._fh, fieldnames=TIMING_COLUMNS, extrasaction="ignore")
-            self._csv.writeheader()
+        if self.path.is_dir():
+            raise SinkError(f"{self._label}: is a folder")
+        _prepare_parent(self.path, self._label)
+        self._fh: IO[str] | None = None
+        self._csv: Any = None
+        self._closed = self._failed = False
         self.rows = 0
 
-    def write(self, row: dict[str, Any]) -> None:
+    def _open(self) -> IO[str]:
+        if self._closed:
+            raise SinkError(f"{self._label}: already closed")
         if self._fh is None:
-            raise SinkError(f"timing log {str(self.path)!r}: already closed")
+            try:
+                self._fh = open(self.path, "w", newline="")
+                if self.format == "csv":
+                    self._csv = csv.DictWriter(self._fh, fieldnames=TIMING_COLUMNS, extrasaction="ignore")
+                    self._csv.writeheader()
+            except OSError as exc:
+                raise SinkError(f"{self._label}: cannot create ({os_error_reason(exc)})") from exc
+        return self._fh
+
+    def write(self, row: dict[str, Any]) -> None:
+        fh = self._open()
         clean = {k: _round(row.get(k)) for k in TIMING_COLUMNS}
-        if self._csv is not None:
-            self._csv.writerow(clean)
-        else:
-            self._fh.write(json.dumps(clean) + "\n")
-        self._fh.flush()
+        try:
+            if self._csv is not None:
+                self._csv.writerow(clean)
+            else:
+                fh.write(json.dumps(clean) + "\n")
+            fh.flush()
+        except OSError as exc:
+            self._failed = True
+            raise SinkError(f"{self._label}: cannot write row {self.rows} ({os_error_reason(exc)})") from exc
         self.rows += 1
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        if self._closed:
+            return
+        try:
+            if self._fh is not None:
+                self._fh.close()
+        except OSError as exc:
+            if not self._failed:  # after a failed write the error was reported already
+                raise SinkError(f"{self._label}: cannot close ({os_error_reason(exc)})") from exc
+        finally:
+            self._closed, self._fh = True, None
 
 
 def _round(value: Any) -> Any:
@@ -355,7 +429,8 @@ def _round(value: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
-    """Write ``data`` as indented JSON (NaN written as ``null``)."""
+    """Write ``data`` as indented JSON (NaN written as ``null``), atomically: a temporary file renamed
+    over ``path``, so a full disk leaves the old file or none, never half a file."""
     path = Path(path)
     _prepare_parent(path, f"summary {str(path)!r}")
 
@@ -372,8 +447,11 @@ def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
             return str(x)
         return x
 
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        path.write_text(json.dumps(clean(data), indent=2) + "\n")
+        tmp.write_text(json.dumps(clean(data), indent=2) + "\n")
+        os.replace(tmp, path)
     except OSError as exc:
-        raise SinkError(f"summary {str(path)!r}: cannot write ({exc})") from exc
+        tmp.unlink(missing_ok=True)
+        raise SinkError(f"summary {str(path)!r}: cannot write ({os_error_reason(exc)})") from exc
     return path

@@ -15,7 +15,8 @@ Spec strings understood by :func:`open_source`:
   network stream decoded with PyAV (open/read timeouts, RTSP over TCP). Live; monotonic timestamps
   as for cameras (the two streams' pts do not share a clock).
 * a file: any video FFmpeg can read, decoded with PyAV; ``timestamp_s`` is ``pts * time_base``
-  relative to the stream's first frame (``index / fps`` when a frame has no pts).
+  relative to the stream's first frame (``index / fps`` when a frame has no pts). A file that ends
+  before the frame count its header declares raises ``decoding failed at frame N of M``.
 * a folder: an image sequence in name order, ``timestamp_s = index / fps``. The folder may hold the
   images directly, or be a pairs root (``ir/`` + ``vi/``, or LLVIP's ``infrared/{train,test}`` +
   ``visible/{train,test}``): then the ``role`` picks the side.
@@ -26,7 +27,15 @@ opens either kind of pair from what the CLI and :func:`dstfuse_stream.stream` ac
 
 IR sources decode straight to gray (``gray=True``, the default for ``role="ir"``): only the IR luma
 is fused, so no BGR image is made for it (video: the decoder's gray output; image files:
-``IMREAD_GRAYSCALE``; cameras deliver BGR and are converted once).
+``IMREAD_GRAYSCALE``; cameras deliver BGR and are converted once). Gray sources keep a deeper bit
+depth: 16-bit PNG/TIFF images and video with more than 8 bits per sample (``gray16le`` thermal
+streams) give uint16 frames, mapped to 8 bits later by the IR gain
+(:class:`dstfuse_stream.colour.IrGain`).
+
+Live sources (cameras, network streams) have no natural end: one that stops delivering after it
+opened raises :class:`~dstfuse_stream.errors.SourceLostError` (a network stream that reached the
+duration its container declares ended normally), and :meth:`FrameSource.reopen` connects again
+(the pipeline's reader does so ``reconnect`` times, with backoff).
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dstfuse_stream.errors import ConfigError, SourceError
+from dstfuse_stream.errors import ConfigError, SourceError, SourceLostError
 from dstfuse_stream.imageio import IMAGE_SUFFIXES, check_image, list_images, list_pairs, read_bgr, read_luma, to_gray
 
 __all__ = [
@@ -77,7 +86,7 @@ class Frame:
     Attributes:
         index: 0-based position in its stream (frames dropped later keep their index).
         timestamp_s: presentation time in seconds (see the module docstring per source kind).
-        image: ``(H, W, 3)`` uint8 BGR or ``(H, W)`` uint8 gray.
+        image: ``(H, W, 3)`` uint8 BGR, or ``(H, W)`` gray: uint8, or uint16 from a deeper gray source.
         read_ms: time spent reading/decoding this frame.
         captured_s: ``time.monotonic()`` when the frame was available (start of its end-to-end latency).
         name: file stem for image-folder sources (used to name output images), else ``None``.
@@ -98,8 +107,19 @@ class Frame:
         return int(self.image.shape[1]), int(self.image.shape[0])
 
 
+#: dtypes a source may deliver: uint16 only as ``(H, W)`` gray (16-bit thermal frames)
+_SOURCE_DTYPES = (np.uint8, np.uint16)
+#: a file may decode this many frames fewer than its header declares (edit lists, a dropped last frame)
+_FRAME_COUNT_SLACK = 2
+_MOOV_HINT = (": an MP4 whose index (moov) is at the end of the file needs a server that lets FFmpeg seek "
+              "(HTTP range requests); serve it remuxed with 'ffmpeg -i IN -c copy -movflags +faststart OUT', "
+              "or from a server that supports range requests")
+
+
 def _check_image(image: np.ndarray | None, where: str, *, gray: bool = False) -> np.ndarray:
-    image = check_image(image, where, error=SourceError)
+    image = check_image(image, where, dtypes=_SOURCE_DTYPES, error=SourceError)
+    if image.ndim == 3 and image.dtype != np.uint8:
+        raise SourceError(f"{where}: expected 8-bit colour or 8/16-bit gray frames, got {image.dtype} with 3 channels")
     return to_gray(image) if gray else image
 
 
@@ -123,6 +143,15 @@ class FrameSource(ABC):
     @abstractmethod
     def frames(self) -> Iterator[Frame]:
         """Yield frames in order until the stream ends. Raises :class:`SourceError` on read errors."""
+
+    def input_paths(self) -> list[Path]:
+        """Local files this source reads (checked against the outputs, so no run overwrites its input)."""
+        return []
+
+    def reopen(self) -> None:
+        """Connect again after :class:`~dstfuse_stream.errors.SourceLostError` (live sources); the
+        next :meth:`frames` call starts from the new connection. Raises :class:`SourceError`."""
+        raise SourceError(f"{self.name}: cannot be reopened")
 
     def describe(self) -> dict[str, object]:
         """JSON-able description (written into the run summary)."""
@@ -184,7 +213,17 @@ class CameraSource(FrameSource):
         read_timeout_s: float = 5.0,
         gray: bool = False,
     ) -> None:
+        self._device, self._settings = device, (resolution_wh, fps, read_timeout_s)
         label = f"camera {device}" if isinstance(device, int) else f"camera {device!r}"
+        super().__init__(name=label, fps=fps, gray=gray)
+        self._cap: cv2.VideoCapture | None = None
+        self._open()
+        reported = self._cap.get(cv2.CAP_PROP_FPS) if self._cap is not None else 0
+        self.fps = float(reported) if reported and reported > 0 else fps
+
+    def _open(self) -> None:
+        device, label = self._device, self.name
+        resolution_wh, fps, read_timeout_s = self._settings
         api = cv2.CAP_V4L2 if isinstance(device, str) and device.startswith("/dev/video") else cv2.CAP_ANY
         if isinstance(device, str) and not os.path.exists(device):
             raise SourceError(f"{label}: device not found")
@@ -204,10 +243,15 @@ class CameraSource(FrameSource):
         if not ok or image is None or image.size == 0:
             cap.release()
             raise SourceError(f"{label}: opened but delivered no frame (busy or not a capture device?)")
-        reported = cap.get(cv2.CAP_PROP_FPS)
-        super().__init__(name=label, fps=float(reported) if reported and reported > 0 else fps, gray=gray)
-        self._cap: cv2.VideoCapture | None = cap
+        self._cap = cap
         self._first = (image, (time.perf_counter() - t0) * 1000.0, time.monotonic())
+
+    def input_paths(self) -> list[Path]:
+        return [Path(self._device)] if isinstance(self._device, str) else []
+
+    def reopen(self) -> None:
+        self.close()
+        self._open()
 
     def frames(self) -> Iterator[Frame]:
         cap = self._cap
@@ -223,7 +267,7 @@ class CameraSource(FrameSource):
             t0 = time.perf_counter()
             ok, image = cap.read()
             if not ok:
-                raise SourceError(f"{self.name}: stopped delivering frames after {index} (unplugged or busy?)")
+                raise SourceLostError(f"{self.name}: lost after {index} frames (stopped delivering: unplugged or busy?)")
             captured = time.monotonic()
             image = _check_image(image, self.name, gray=self.gray)
             yield Frame(index, captured, image, (time.perf_counter() - t0) * 1000.0, captured)
@@ -258,6 +302,7 @@ class VideoFileSource(FrameSource):
 
         self._av = av
         self._spec = str(path)
+        self._av_open_kwargs = av_open_kwargs
         label = self._label()
         if not is_url(self._spec):
             p = Path(path)
@@ -267,8 +312,19 @@ class VideoFileSource(FrameSource):
                 raise SourceError(f"{label}: not a regular file")
             if p.stat().st_size == 0:
                 raise SourceError(f"{label}: empty file")
+        self._container = None
+        self._open(label)
+        stream = self._stream
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        super().__init__(name=label, fps=float(rate) if rate else None, gray=gray)
+        self._frame_count = self._declared_frames = int(stream.frames) if stream.frames else None
+        #: the video's length as its container declares it, in seconds (``None``: unknown, e.g. live)
+        self.duration_s = self._declared_duration_s()
+
+    def _open(self, label: str) -> None:
+        av = self._av
         try:
-            container = av.open(self._spec, mode="r", **av_open_kwargs)
+            container = av.open(self._spec, mode="r", **self._av_open_kwargs)
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
             raise SourceError(f"{label}: cannot open ({_av_message(exc)})") from exc
         if not container.streams.video:
@@ -276,14 +332,42 @@ class VideoFileSource(FrameSource):
             raise SourceError(f"{label}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        self._mp4_over_network = is_url(self._spec) and "mp4" in container.format.name
         if not stream.codec_context.width or not stream.codec_context.height:
             container.close()
+            if self._mp4_over_network:
+                raise SourceError(f"{label}: cannot read the frame size{_MOOV_HINT}")
             raise SourceError(f"{label}: video stream has zero frame size")
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        super().__init__(name=label, fps=float(rate) if rate else None, gray=gray)
-        self._container = container
-        self._stream = stream
-        self._frame_count = int(stream.frames) if stream.frames else None
+        self._container, self._stream = container, stream
+
+    def _declared_duration_s(self) -> float | None:
+        stream, container = self._stream, self._container
+        if stream.duration and stream.time_base:
+            return float(stream.duration * stream.time_base)
+        if container.duration and container.duration > 0 and len(container.streams) == 1:
+            return container.duration / 1_000_000  # other streams (audio) may outlast the video
+        return None
+
+    def _short_of_declared(self, frames: int, last_s: float | None) -> str | None | bool:
+        """``False`` when the stream reached the length its container declares, ``None`` when none is
+        declared, else how far it got (``"frame 21 of 560"``)."""
+        if self._declared_frames is not None:
+            return False if frames >= self._declared_frames - _FRAME_COUNT_SLACK else f"frame {frames} of {self._declared_frames}"
+        if self.duration_s is None or last_s is None:
+            return None
+        interval = 1.0 / self.fps if self.fps else 0.1
+        return False if last_s + 1.5 * interval >= self.duration_s else f"frame {frames}, {last_s:.2f} s of {self.duration_s:.2f} s"
+
+    def _decode_format(self) -> str:
+        """``gray16le`` for a gray source with more than 8 bits per sample (thermal Y16), else 8-bit."""
+        if not self.gray:
+            return "bgr24"
+        fmt = self._stream.codec_context.format
+        deep = fmt is not None and any(c.bits > 8 for c in fmt.components)
+        return "gray16le" if deep else "gray"
+
+    def input_paths(self) -> list[Path]:
+        return [] if is_url(self._spec) else [Path(self._spec)]
 
     def _label(self) -> str:
         return f"video {self._spec!r}"
@@ -311,7 +395,7 @@ class VideoFileSource(FrameSource):
         if container is None:
             raise SourceError(f"{self.name}: source is closed")
         start: list[float | None] = [None]
-        index = 0
+        index, fmt = 0, self._decode_format()
         decoder = container.decode(self._stream)
         while True:
             t0 = time.perf_counter()
@@ -320,16 +404,28 @@ class VideoFileSource(FrameSource):
             except StopIteration:
                 break
             except (av.error.FFmpegError, OSError) as exc:
-                raise SourceError(f"{self.name}: decoding failed after {index} frames ({_av_message(exc)})") from exc
+                self._failed(index, _av_message(exc), exc)
             if not frame.width or not frame.height:
                 raise SourceError(f"{self.name}: frame {index} has zero size")
-            image = frame.to_ndarray(format="gray" if self.gray else "bgr24")
+            image = frame.to_ndarray(format=fmt)
             captured = time.monotonic()
-            timestamp = captured if self.is_live else self._timestamp(frame, index, start)
+            media_s = self._timestamp(frame, index, start)
+            timestamp = captured if self.is_live else media_s
             yield Frame(index, timestamp, _check_image(image, self.name), (time.perf_counter() - t0) * 1000.0, captured)
             index += 1
-        if index == 0:
+        self._ended(index, media_s if index else None)
+
+    def _failed(self, index: int, reason: str, exc: BaseException) -> None:
+        """A decode error at frame ``index``: the file is damaged there."""
+        raise SourceError(f"{self.name}: decoding failed at frame {index} ({reason})") from exc
+
+    def _ended(self, frames: int, last_s: float | None) -> None:
+        """The demuxer found no more frames: fine, unless the file declares more (frames or duration)."""
+        if frames == 0:
             raise SourceError(f"{self.name}: no decodable frame (truncated or corrupt file?)")
+        short = self._short_of_declared(frames, last_s)
+        if short:
+            raise SourceError(f"{self.name}: decoding failed at {short} (the file ends early: truncated or corrupt?)")
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "size_wh": list(self.size_wh)}
@@ -354,10 +450,25 @@ class StreamSource(VideoFileSource):
     def __init__(self, url: str, *, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0, gray: bool = False) -> None:
         options = {"rtsp_transport": "tcp"} if url.lower().startswith("rtsp") else {}
         super().__init__(url, gray=gray, timeout=(open_timeout_s, read_timeout_s), options=options)
-        self._frame_count = None
+        self._frame_count = None  # live: no length known in advance
 
     def _label(self) -> str:
         return f"stream {self._spec!r}"
+
+    def reopen(self) -> None:
+        self.close()
+        self._open(self.name)
+
+    def _failed(self, index: int, reason: str, exc: BaseException) -> None:
+        if index == 0 and self._mp4_over_network:
+            raise SourceError(f"{self.name}: cannot read the first frame ({reason}){_MOOV_HINT}") from exc
+        raise SourceLostError(f"{self.name}: lost after {index} frames ({reason})") from exc
+
+    def _ended(self, frames: int, last_s: float | None) -> None:
+        """A live stream that ends is lost, unless it reached the length its container declares
+        (a recording served over HTTP)."""
+        if self._short_of_declared(frames, last_s) is not False:
+            raise SourceLostError(f"{self.name}: lost after {frames} frames (the stream ended)")
 
 
 def _av_message(exc: BaseException) -> str:
@@ -388,10 +499,13 @@ class ImageListSource(FrameSource):
     def frame_count(self) -> int | None:
         return len(self.paths)
 
+    def input_paths(self) -> list[Path]:
+        return list(self.paths)
+
     def frames(self) -> Iterator[Frame]:
         for index, path in enumerate(self.paths):
             t0 = time.perf_counter()
-            image = _check_image((read_luma if self.gray else read_bgr)(path), f"image {str(path)!r}")
+            image = _check_image(read_luma(path, any_depth=True) if self.gray else read_bgr(path), f"image {str(path)!r}")
             read_ms = (time.perf_counter() - t0) * 1000.0
             yield Frame(index, index / self.fps, image, read_ms, time.monotonic(), name=path.stem)
 

@@ -29,9 +29,14 @@ class PipelineSummary:
     """What a run did (printed by the CLI, written as JSON next to the output).
 
     ``stopped_by`` is ``"end"`` (a stream ended), ``"max_frames"``, ``"stop"`` (request_stop /
-    signal), ``"closed"`` (the consumer of :func:`dstfuse_stream.stream` left its loop) or
-    ``"error"``. ``unmatched`` counts frames the pairing dropped; ``queue_dropped`` frames the
-    ``latest`` sync policy dropped. Latencies and stage times are in milliseconds.
+    signal), ``"closed"`` (the consumer of :func:`dstfuse_stream.stream` left its loop),
+    ``"source_lost"`` (a live source stopped delivering and was not reconnected; ``error`` names it)
+    or ``"error"``. Per stream, every frame read is accounted for once: ``frames_read = frames_paired
+    + unmatched + queue_dropped + unused``, where ``unmatched`` counts frames the pairing dropped,
+    ``queue_dropped`` frames the ``latest`` sync policy dropped, and ``unused`` frames still queued
+    when the run stopped. ``frames_fused - frames_written`` were fused but not written (an output
+    failed). ``reconnects`` counts reconnections of lost live sources. Latencies and stage times
+    are in milliseconds.
     """
 
     frames_read: dict[str, int]
@@ -52,6 +57,8 @@ class PipelineSummary:
     pairing: str
     tolerance_s: float | None
     processing_size_wh: list[int] | None
+    unused: dict[str, int] = field(default_factory=lambda: {"ir": 0, "vis": 0})
+    reconnects: dict[str, int] = field(default_factory=lambda: {"ir": 0, "vis": 0})
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -66,7 +73,8 @@ class PipelineSummary:
             f"frames read: ir {self.frames_read['ir']}, vis {self.frames_read['vis']}; "
             f"paired {self.frames_paired}; fused {self.frames_fused}; written {self.frames_written}",
             f"dropped: unmatched ir {self.unmatched['ir']} / vis {self.unmatched['vis']}, "
-            f"queue (latest) ir {self.queue_dropped['ir']} / vis {self.queue_dropped['vis']}",
+            f"queue (latest) ir {self.queue_dropped['ir']} / vis {self.queue_dropped['vis']}; "
+            f"unused at stop ir {self.unused['ir']} / vis {self.unused['vis']}",
             f"throughput: {self.fps:.2f} fps over {self.elapsed_s:.2f} s; latency p50 {lat['p50']:.1f} ms, "
             f"p99 {lat['p99']:.1f} ms",
             "stage means: " + ", ".join(f"{k[:-3]} {v:.1f} ms" for k, v in self.stage_ms_mean.items()),
@@ -76,6 +84,8 @@ class PipelineSummary:
         ]
         if self.length_mismatch:
             lines.append(f"length mismatch: the {self.length_mismatch} stream is longer; stopped at the shorter")
+        if any(self.reconnects.values()):
+            lines.append(f"reconnected: ir {self.reconnects['ir']}, vis {self.reconnects['vis']} times")
         return "\n".join(lines)
 
 
@@ -130,8 +140,10 @@ class RunStats:
         return {**frame.timings, "encode_ms": encode_ms, "latency_ms": latency_ms}
 
     def summary(self, *, frames_read: dict[str, int], queue_dropped: dict[str, int], pairing_stats: PairingStats | None,
-                stopped_by: str, error: str | None, resolved: dict[str, Any]) -> PipelineSummary:
-        """The run's :class:`PipelineSummary`; ``resolved`` holds ``sync``, ``pairing``, ``tolerance_s``."""
+                stopped_by: str, error: str | None, resolved: dict[str, Any], unused: dict[str, int] | None = None,
+                reconnects: dict[str, int] | None = None, length_mismatch: str | None = None) -> PipelineSummary:
+        """The run's :class:`PipelineSummary`; ``resolved`` holds ``sync``, ``pairing``, ``tolerance_s``;
+        ``length_mismatch`` is the pipeline's verdict (the pairer's alone is wrong once frames were dropped)."""
         elapsed = max((self._t_end or time.perf_counter()) - self._t_start, 1e-9)
         lat = np.frombuffer(self._latencies, dtype=np.float64) if len(self._latencies) else np.empty(0)
         if lat.size:
@@ -156,10 +168,12 @@ class RunStats:
             temporal_stability=self._stability.result(),
             stopped_by=stopped_by,
             ended_first=ps.ended_first,
-            length_mismatch=ps.length_mismatch,
+            length_mismatch=length_mismatch,
             sync=dict(resolved["sync"]),
             pairing=resolved["pairing"],
             tolerance_s=resolved["tolerance_s"],
             processing_size_wh=list(self.size_wh) if self.size_wh else None,
+            unused=dict(unused or {"ir": 0, "vis": 0}),
+            reconnects=dict(reconnects or {"ir": 0, "vis": 0}),
             error=error,
         )

@@ -7,7 +7,11 @@ its consumer failed):
 * every ``put``/``get`` waits at most ``poll_s`` at a time and rechecks the shared stop event;
 * end of stream is the private sentinel :data:`END`; a stopped wait returns :data:`STOPPED`;
 * on shutdown the owner sets the stop event, drains the queues (a blocked producer can then exit)
-  and joins each thread with a timeout.
+  and joins the threads in parallel, with one shared timeout (:func:`stop_readers`).
+
+A live source that is lost (:class:`~dstfuse_stream.errors.SourceLostError`) is reopened by its
+reader up to ``reconnect`` times in a row, waiting ``backoff_s``, then twice as long each time (at
+most :data:`MAX_BACKOFF_S`); frames keep counting on from where the lost connection stopped.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
-from dstfuse_stream.errors import ConfigError, DSTFuseError
+from dstfuse_stream.errors import ConfigError, DSTFuseError, SourceError, SourceLostError
 from dstfuse_stream.sources import Frame, FrameSource
 
 __all__ = [
@@ -30,13 +34,17 @@ __all__ = [
     "StopAwareQueue",
     "Failures",
     "SourceReader",
+    "stop_readers",
     "SYNC_MODES",
     "resolve_sync",
+    "MAX_BACKOFF_S",
 ]
 
 logger = logging.getLogger(__name__)
 
 SYNC_MODES = ("auto", "lossless", "latest")
+#: longest wait between two reconnect attempts of a lost live source
+MAX_BACKOFF_S = 8.0
 
 
 class _Sentinel:
@@ -92,7 +100,8 @@ class StopAwareQueue:
         stop: the shared stop flag (a :class:`StopSignal` or :class:`threading.Event`).
         poll_s: longest single wait before ``stop`` is rechecked.
         drop_oldest: when full, ``put`` drops the oldest item (``latest`` sync: bounded lag) instead
-            of blocking (``lossless``); :attr:`dropped` counts them (:data:`END` is never counted).
+            of blocking (``lossless``); :attr:`dropped` counts them. :data:`END` is never dropped and
+            never drops a frame (it waits for room), so a stream's last frame is always delivered.
     """
 
     def __init__(self, maxsize: int, *, stop: _Flag, poll_s: float, drop_oldest: bool = False) -> None:
@@ -107,7 +116,7 @@ class StopAwareQueue:
         ``consumer_alive()`` says nobody will ever take it."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while not self._stop.is_set():
-            if self.drop_oldest:
+            if self.drop_oldest and item is not END:  # END waits for room: it never displaces the last frame
                 try:
                     self._q.put_nowait(item)
                     return True
@@ -139,13 +148,15 @@ class StopAwareQueue:
                     return END
         return STOPPED
 
-    def drain(self) -> None:
-        """Discard everything queued (frees a producer blocked on a full queue)."""
+    def drain(self) -> int:
+        """Discard everything queued (frees a producer blocked on a full queue); returns how many
+        items that were not :data:`END` it discarded."""
+        discarded = 0
         while True:
             try:
-                self._q.get_nowait()
+                discarded += self._q.get_nowait() is not END
             except queue.Empty:
-                return
+                return discarded
 
 
 class Failures:
@@ -178,7 +189,11 @@ class SourceReader:
     """One daemon thread reading a :class:`FrameSource` into a :class:`StopAwareQueue`.
 
     A read error ends the stream (frames already queued are still used) and is recorded in
-    ``failures`` without stopping the others. The source is closed when the thread ends.
+    ``failures`` without stopping the others; a lost live source is first reopened up to
+    ``reconnect`` times in a row (see the module docstring). The source is closed when the thread ends.
+
+    Counters: :attr:`read_count` frames read, :attr:`unused` frames read but discarded at the stop
+    (still queued, or refused by a stopped queue), :attr:`reconnects` successful reconnections.
     """
 
     def __init__(
@@ -191,13 +206,17 @@ class SourceReader:
         stop: _Flag,
         poll_s: float,
         failures: Failures,
+        reconnect: int = 0,
+        backoff_s: float = 0.5,
     ) -> None:
         self.source = source
         self.role = role
         self.sync = sync
         self.queue = StopAwareQueue(queue_size, stop=stop, poll_s=poll_s, drop_oldest=sync == "latest")
         self.failures = failures
-        self.read_count = 0
+        self.reconnect, self.backoff_s = reconnect, backoff_s
+        self._stop, self._poll_s = stop, poll_s
+        self.read_count = self.unused = self.reconnects = 0
         self._thread = threading.Thread(target=self._run, name=f"dstfuse-reader-{role}", daemon=True)
 
     def start(self) -> None:
@@ -208,11 +227,24 @@ class SourceReader:
         return self._thread.is_alive()
 
     def _run(self) -> None:
+        attempts = 0  # reconnect attempts since the last frame
         try:
-            for frame in self.source.frames():
-                self.read_count += 1
-                if not self.queue.put(frame):
-                    return
+            while True:
+                offset = self.read_count
+                try:
+                    for frame in self.source.frames():
+                        self.read_count += 1
+                        attempts = 0
+                        if offset:
+                            frame = replace(frame, index=frame.index + offset)
+                        if not self.queue.put(frame):
+                            self.unused += 1
+                            return
+                    break
+                except SourceLostError as exc:
+                    attempts = self._reconnect(exc, attempts)
+                    if attempts == 0:  # stopped while waiting
+                        break
             self.queue.put(END)
         except BaseException as exc:  # noqa: BLE001 - recorded, re-raised in the caller
             self.failures.record(f"read {self.role}", exc)
@@ -223,6 +255,32 @@ class SourceReader:
             except Exception:  # noqa: BLE001
                 logger.warning("closing %s failed", self.source, exc_info=True)
 
+    def _reconnect(self, lost: SourceLostError, attempts: int) -> int:
+        """Reopen the lost source, waiting ``backoff_s * 2**attempt`` before each try; returns the
+        attempts used so far once it is back (0 when the stop flag ended the wait). Raises
+        :class:`SourceLostError` once ``reconnect`` attempts in a row brought no frame."""
+        error: SourceError = lost
+        while attempts < self.reconnect:
+            delay = min(self.backoff_s * 2**attempts, MAX_BACKOFF_S)
+            attempts += 1
+            logger.warning("%s; reconnecting in %.1f s (attempt %d of %d)", error, delay, attempts, self.reconnect)
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline:
+                if self._stop.is_set():
+                    return 0
+                time.sleep(min(self._poll_s, max(0.0, deadline - time.monotonic())))
+            try:
+                self.source.reopen()
+            except SourceError as exc:
+                error = exc
+                continue
+            self.reconnects += 1
+            logger.warning("%s: reconnected", self.source.name)
+            return attempts
+        if self.reconnect == 0:
+            raise lost
+        raise SourceLostError(f"{error}; gave up after {self.reconnect} reconnect attempt(s)") from error
+
     def take(self) -> Frame | object:
         """The next frame (with ``lag_frames`` filled in), :data:`END` or :data:`STOPPED`."""
         item = self.queue.get(producer_alive=lambda: self._thread.is_alive())
@@ -232,10 +290,21 @@ class SourceReader:
 
     def stop(self, timeout_s: float) -> None:
         """After stop is set: drain, join; close the source if the thread never ran."""
-        self.queue.drain()
-        if self._thread.ident is None:
-            self.source.close()
-            return
-        self._thread.join(timeout=timeout_s)
-        if self._thread.is_alive():
-            logger.warning("%s reader did not stop within %.1f s (blocked in its source)", self.role, timeout_s)
+        stop_readers([self], timeout_s)
+
+
+def stop_readers(readers: list[SourceReader], timeout_s: float) -> None:
+    """After stop is set: drain every queue (a blocked reader can exit), join all readers within one
+    shared ``timeout_s`` (a reader stuck in its source, e.g. a stalled stream, is abandoned: daemon
+    thread), count the frames discarded as :attr:`SourceReader.unused`."""
+    for reader in readers:
+        reader.unused += reader.queue.drain()
+    deadline = time.monotonic() + timeout_s
+    for reader in readers:
+        if reader._thread.ident is None:
+            reader.source.close()
+            continue
+        reader._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if reader._thread.is_alive():
+            logger.warning("%s reader did not stop within %.1f s (blocked in its source); abandoning it", reader.role, timeout_s)
+        reader.unused += reader.queue.drain()

@@ -169,6 +169,8 @@ class ListSource(FrameSource):
         self.fail_after = fail_after
         self.release = release
         self.closed = False
+        #: set once every frame was yielded (before the reader queues the end of stream)
+        self.exhausted = threading.Event()
 
     @property
     def frame_count(self) -> int | None:
@@ -186,6 +188,7 @@ class ListSource(FrameSource):
                 time.sleep(self.pace_s)
             t = self.timestamps[i] if self.timestamps is not None else i / (self.fps or 30.0)
             yield Frame(i, t, img, 0.0, time.monotonic())
+        self.exhausted.set()
 
     def close(self) -> None:
         self.closed = True

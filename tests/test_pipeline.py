@@ -92,8 +92,8 @@ def test_lossless_keeps_every_frame_in_order_with_a_slow_consumer(tmp_path):
 
 def test_latest_keeps_the_newest_frames_and_drops_exactly_the_rest():
     """Live sources, a consumer stalled on the first pair until both readers have read everything:
-    ``latest`` keeps the first pair, then exactly the newest ``queue_size - 1`` frames (one queue
-    slot holds the end of stream); every other frame is counted as dropped by the queue."""
+    ``latest`` keeps the first pair, then exactly the newest ``queue_size`` frames (the end of stream
+    waits for room: it never displaces a frame); every other frame is counted as dropped by the queue."""
     n, q = 30, 3
     release = threading.Event()
     clock = [i / 30 for i in range(n)]
@@ -104,18 +104,18 @@ def test_latest_keeps_the_newest_frames_and_drops_exactly_the_rest():
         if call == 0:
             release.set()  # the sources may now deliver frames 1..n-1 ...
             deadline = time.monotonic() + 30
-            while not (ir.closed and vis.closed) and time.monotonic() < deadline:  # ... and finish
+            while not (ir.exhausted.is_set() and vis.exhausted.is_set()) and time.monotonic() < deadline:  # ... all
                 time.sleep(0.005)
 
     sink = RecordingSink()
     summary = FusionPipeline(ir, vis, MaxFuser(on_call=stall_on_first_call), sinks=[sink],
                              config=PipelineConfig(queue_size=q, **FAST)).run()
     assert summary.sync == {"ir": "latest", "vis": "latest"} and summary.pairing == "timestamp"
-    kept = [0, *range(n - q + 1, n)]
+    kept = [0, *range(n - q, n)]
     assert sink.pairs == [(i, i) for i in kept]
     assert summary.frames_read == {"ir": n, "vis": n}
-    assert summary.queue_dropped == {"ir": n - q, "vis": n - q}
-    assert summary.unmatched == {"ir": 0, "vis": 0} and summary.frames_written == q
+    assert summary.queue_dropped == {"ir": n - 1 - q, "vis": n - 1 - q}
+    assert summary.unmatched == {"ir": 0, "vis": 0} and summary.frames_written == q + 1
 
 
 def test_a_raising_fuser_stops_every_stage_and_is_reraised():

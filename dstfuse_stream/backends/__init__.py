@@ -175,7 +175,9 @@ def create_backend(
 
     Args:
         name: ``"auto"``, ``"torch"``, ``"onnx"`` or ``"tensorrt"``.
-        weights: checkpoint path; ``None`` = shipped default weights.
+        weights: checkpoint path; ``None`` = shipped default weights. A path ending in ``.onnx`` is
+            taken as ``onnx_path`` (an exported model runs on ``onnx``/``tensorrt``; ``auto`` then
+            never falls back to torch, which would run other weights).
         onnx_path: a ready ``.onnx`` (``onnx``/``tensorrt``/``auto``); without it the checkpoint is
             exported once and cached under the user cache folder, keyed by its SHA-256.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -194,6 +196,14 @@ def create_backend(
     """
     if name not in BACKEND_NAMES:
         raise BackendError(f"backend {name!r}: expected one of {list(BACKEND_NAMES)}")
+    if weights is not None and onnx_path is None and os.fspath(weights).lower().endswith(".onnx"):
+        if name == "torch":
+            raise BackendError(f"weights {os.fspath(weights)!r}: an exported ONNX model runs on backend 'onnx', "
+                               "'tensorrt' or 'auto', not 'torch' (give the .pt checkpoint for torch)")
+        if not Path(weights).is_file():
+            raise BackendError(f"weights {os.fspath(weights)!r}: file not found")
+        weights, onnx_path = None, weights
+        extras = {**extras, "_onnx_only": True} if name == "auto" else extras
     precision = resolve_precision(precision)
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise BackendError(f"device {device!r}: expected 'auto', 'cpu' or 'cuda'")
@@ -222,6 +232,7 @@ def _ort_providers() -> list[str]:
 def _create_auto(*, weights: Any, onnx_path: Any, device: str, precision: str | None, model: Any, extras: dict) -> FusionBackend:
     import torch
 
+    onnx_only = extras.pop("_onnx_only", False)
     known = set().union(*_EXTRAS.values())
     if set(extras) - known:
         raise BackendError(f"backend 'auto': unknown option(s) {sorted(set(extras) - known)}; expected {sorted(known)}")
@@ -233,6 +244,8 @@ def _create_auto(*, weights: Any, onnx_path: Any, device: str, precision: str | 
         torch_tensorrt_available=_torch_tensorrt_available(),
         onnx_path=onnx_path,
     )
+    if onnx_only:
+        candidates = [c for c in candidates if c.name != "torch"] or [Candidate("onnx", "cpu", precision or "fp32", "an .onnx file")]
     failures = []
     for cand in candidates:
         options = {k: v for k, v in extras.items() if k in _EXTRAS[cand.name]}
