@@ -45,6 +45,9 @@ def stream(
     precision: str = "auto",
     homography: np.ndarray | None = None,
     output: str = "bgr",
+    work_scale: float | str = "auto",
+    threads: int | None = None,
+    concurrent_frames: int = 1,
     sinks: list[Sink] | tuple[Sink, ...] = (),
     timing_log: TimingLog | None = None,
     **options: Any,
@@ -57,8 +60,8 @@ def stream(
         pairs, split: a recorded pairs root instead (``ROOT/ir`` + ``ROOT/vi``, or LLVIP's layout).
         fps: frame rate of image folders; timeout_s: camera/stream open and read timeout.
         fuser: a ready :class:`Fuser` (the caller keeps and closes it); otherwise one is built from
-            ``weights``, ``backend``, ``device``, ``precision``, ``homography``, ``output`` and
-            closed when the iteration ends.
+            ``weights``, ``backend``, ``device``, ``precision``, ``homography``, ``output``,
+            ``work_scale``, ``threads``, ``concurrent_frames`` and closed when the iteration ends.
         sinks, timing_log: outputs written by a writer thread (each frame is also yielded).
         options: :class:`PipelineConfig` fields (:data:`PIPELINE_OPTIONS`): ``sync``, ``pairing``,
             ``tolerance_s``, ``queue_size``, ``max_frames``, ``resize_wh``, ``max_size``, ...
@@ -72,14 +75,16 @@ def stream(
     if unknown:
         raise ConfigError(f"stream: unknown option(s) {unknown}; expected some of {list(PIPELINE_OPTIONS)}")
     config = PipelineConfig(**options)
-    builds_fuser = weights is not None or homography is not None or (backend, device, precision, output) != ("auto", "auto", "auto", "bgr")
+    builds_fuser = (weights is not None or homography is not None or threads is not None or concurrent_frames != 1
+                    or (backend, device, precision, output, work_scale) != ("auto", "auto", "auto", "bgr", "auto"))
     if fuser is not None and builds_fuser:
         raise ConfigError("stream: give either fuser= or the arguments to build one (weights, backend, ...), not both")
     ir_src, vis_src = open_source_pair(ir, vis, pairs=pairs, split=split, fps=fps, timeout_s=timeout_s)
     own = fuser is None
     try:
         if own:
-            fuser = Fuser(weights, backend, device, precision, homography=homography, output=output)
+            fuser = Fuser(weights, backend, device, precision, homography=homography, output=output, work_scale=work_scale, threads=threads,
+                          concurrent_frames=concurrent_frames)
         return FusionPipeline(ir_src, vis_src, fuser, sinks=sinks, config=config, timing_log=timing_log, close_fuser=own)
     except BaseException:
         for closable in (ir_src, vis_src, *(sinks or ()), timing_log, fuser if own else None):
