@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 import numpy as np
 
 from dstfuse_stream.backends.base import FusionBackend
+from dstfuse_stream.backends.pool import BackendPool
 from dstfuse_stream.colour import float_to_uint8, ir_to_luma, merge_luma, split_luma
 from dstfuse_stream.errors import BackendError, ConfigError, InputShapeError
 from dstfuse_stream.geometry import align_ir, resize_to
@@ -120,7 +121,7 @@ class Fuser:
             ``"torch"``, ``"onnx"``, ``"tensorrt"``; or a ready backend object (a
             :class:`~dstfuse_stream.backends.FusionBackend`, or anything with ``fuse(ir, vis)`` taking
             uint8 ``(H, W)`` luma and returning ``(H, W)`` float in [0, 1] or uint8), which the Fuser
-            then owns.
+            then owns; a :class:`~dstfuse_stream.backends.pool.BackendPool` fuses one frame per member at once.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         precision: ``"auto"`` (GPU: fp16; CPU: the fastest of fp32/int8/bf16 within the fidelity gate,
             measured on the first frame of each size), ``"fp32"``, ``"fp16"`` (CUDA), ``"bf16"``,
@@ -181,6 +182,7 @@ class Fuser:
             if any(v not in (None, False) for v in given.values()):
                 raise ConfigError(f"backend object given: set {[k for k, v in given.items() if v not in (None, False)]} on it instead")
             self.backend = backend if isinstance(backend, FusionBackend) else _ObjectBackend(backend)
+            self.concurrent_frames = len(backend.backends) if isinstance(backend, BackendPool) else 1
 
     # -- the three steps ------------------------------------------------------------------------
 

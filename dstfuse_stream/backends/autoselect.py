@@ -84,13 +84,15 @@ def choose_precision(
     rounds: int = 3,
     gate_db: float = FIDELITY_GATE_DB,
     min_gain: float = 0.05,
-    clock: Callable[[], float] = time.perf_counter,
+    clock: Callable[[], float] | None = None,
 ) -> tuple[str, tuple[Measurement, ...]]:
     """Time the ``candidates`` (precision -> a call fusing one fixed frame) and pick one.
 
     ``candidates`` must contain ``"fp32"``, the reference for fidelity and the default. Returns the
-    chosen precision and one :class:`Measurement` per candidate (in the given order).
+    chosen precision and one :class:`Measurement` per candidate (in the given order). ``clock``
+    defaults to :func:`time.perf_counter`.
     """
+    clock = clock or time.perf_counter
     if REFERENCE not in candidates:
         raise ConfigError(f"choose_precision: expected a {REFERENCE!r} candidate, got {sorted(candidates)}")
     if rounds < 1:
