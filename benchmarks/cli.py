@@ -1,5 +1,8 @@
 """``dstfuse-bench``: model-only latency per backend/preset/resolution and end-to-end pipeline timings.
 
+``dstfuse-bench realtime ...`` is the real-time table instead (precisions, work scales, fidelity,
+the README clip through the pipeline): :mod:`dstfuse_bench.realtime_cli`.
+
 Writes into ``--out`` (default ``outputs/bench``):
 
 * ``results.json``: machine info (CPU, cores, threads, GPU, versions, load averages), settings, the
@@ -342,10 +345,19 @@ def run(settings: dict[str, Any], *, out: Path, command: str) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    previous_levels = _configure_logging(args.verbose)
     argv_list = list(sys.argv[1:] if argv is None else argv)
     command = "dstfuse-bench " + " ".join(shlex.quote(a) for a in argv_list)
+    if argv_list[:1] == ["realtime"]:
+        from . import realtime_cli
+
+        previous_levels = _configure_logging("-v" in argv_list or "--verbose" in argv_list)
+        try:
+            return run_command("dstfuse-bench", realtime_cli.main, argv_list[1:], command)
+        finally:
+            for name, level in previous_levels.items():
+                logging.getLogger(name).setLevel(level)
+    args = build_parser().parse_args(argv_list)
+    previous_levels = _configure_logging(args.verbose)
     previous_threads = torch.get_num_threads()
     try:
         return run_command("dstfuse-bench", _bench, args, command)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
-__all__ = ["format_number", "model_table", "pipeline_table", "markdown_report"]
+__all__ = ["format_number", "model_table", "pipeline_table", "markdown_report", "realtime_table", "realtime_report"]
 
 
 def format_number(value: Any, digits: int = 1) -> str:
@@ -101,4 +102,84 @@ def markdown_report(result: dict[str, Any]) -> str:
             pipeline_table(result["pipeline"]),
             "",
         ]
+    return "\n".join(parts)
+
+
+def _runs_as(variant: dict[str, Any], row: dict[str, Any], size: str) -> str:
+    """``onnx int8, ws 0.5``; for precision auto the choice made at this size (``auto: int8``)."""
+    chosen = sorted({c[size]["chosen"] for c in row.get("auto_choices", []) if size in c})
+    precision = variant["precision"] if variant["precision"] != "auto" else "auto: " + "/".join(chosen or ["fp32"])
+    ws = variant["work_scale"]
+    extra = f", {variant['concurrent_frames']} in flight" if variant.get("concurrent_frames", 1) > 1 else ""
+    return f"{variant['backend']} {precision}, ws {ws}{extra}"
+
+
+def realtime_table(result: dict[str, Any], size: str) -> str:
+    """One resolution of ``dstfuse-bench realtime``: speed, speed-up over fp32-ref, non-fusion share, fidelity."""
+    entry = result["resolutions"][size]
+    lines = [
+        "| variant | runs as | model ms | model fps | x fp32-ref | CPU ms / frame | end-to-end ms | end-to-end fps | x fp32-ref "
+        "| non-fusion | PSNR min / mean dB | VIF / Qabf / SSIM change | gate |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+    for label, row in entry["speed"].items():
+        fid = entry.get("fidelity", {}).get(label)
+        m, e = row["model"], row["e2e"]
+        if fid is None:
+            quality, change, gate = "-", "-", "-"
+        else:
+            quality = f"{format_number(fid['psnr_min_db'])} / {format_number(fid['psnr_mean_db'])}"
+            change = " / ".join(f"{100 * fid['metric_change'][k]:+.2f} %" for k in ("VIF", "Qabf", "SSIM"))
+            failed = fid["metrics_failed"]
+            gate = ("PSNR pass" if fid["psnr_passed"] else "PSNR FAIL") + (f", FAIL {'/'.join(failed)}" if failed else ", metrics pass")
+        per_frame = lambda s: s["median_ms"] / row["frames_per_call"]  # noqa: E731
+        lines.append(
+            f"| {label} | {_runs_as(result['variants'][label], row, size)} | {format_number(per_frame(m))} | {format_number(m['fps'], 2)} "
+            f"| {format_number(m.get('speedup_vs_ref'), 2)} | {format_number(m.get('cpu_ms_per_frame'))} "
+            f"| {format_number(per_frame(e))} | {format_number(e['fps'], 2)} "
+            f"| {format_number(e.get('speedup_vs_ref'), 2)} | {100 * row['non_fusion_share']:.1f} % | {quality} | {change} | {gate} |"
+        )
+    return "\n".join(lines)
+
+
+def realtime_report(result: dict[str, Any]) -> str:
+    """Markdown of a ``dstfuse-bench realtime`` result: machine, one table per resolution, stream check, targets."""
+    m, cpu = result["machine"], result["cpu"]
+    env = ", ".join(f"{k}={v}" for k, v in result["env"].items() if v is not None) or "no OpenMP variables set"
+    parts = [
+        f"Command: `{result['command']}`",
+        "",
+        f"CPU: **{cpu['summary']}**, {m['usable_cores']} usable cores, {result['threads']} threads; torch "
+        f"{m['versions'].get('torch')}, onnxruntime {m['versions'].get('onnxruntime')}; {env}. Weights: {result.get('weights')}. "
+        f"Load average at start {result['load_average']['start']}, at end {result['load_average'].get('end')}.",
+        "",
+        "Per-frame medians; fps = frames / timed seconds; \"x fp32-ref\" = median over rounds of the fp32-ref time / the "
+        "variant's time in the same round; CPU ms / frame = process CPU time (all threads) per model-only frame. "
+        "Fidelity vs fp32-ref on the same real frames: gate PSNR >= 35 dB on every frame and VIF, Qabf, SSIM within 1 %.",
+        "",
+    ]
+    for size in result["resolutions"]:
+        parts += [f"**{size}** ({result['resolutions'][size]['frames']} frames):", "", realtime_table(result, size), ""]
+    for label, reason in result.get("skipped", {}).items():
+        parts.append(f"- {label}: skipped ({reason})")
+    stream = result.get("stream")
+    if stream:
+        w, h = stream["size_wh"] or ("?", "?")
+        parts += [
+            "",
+            "Streaming pipeline (`dstfuse_stream.stream`, H.264 + preview outputs, `default` Fuser, warmed up) on the README sample clip:",
+            "",
+            "| clip | frames | size | pipeline fps | model-only fps | pipeline / model-only |",
+            "|---|---:|---|---:|---:|---:|",
+            f"| {Path(stream['clip']).name} | {stream['frames']} | {w}x{h} | {format_number(stream['pipeline_fps'], 2)} "
+            f"| {format_number(stream['model_only_fps'], 2)} | {format_number(stream['ratio'], 2)} |",
+        ]
+        budget = stream.get("cpu_ms_per_frame")
+        if budget:
+            parts += [
+                "",
+                "CPU time per frame of each stage run alone (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in budget.items())
+                + f". Best pipeline / model-only ratio on an idle machine (fusion saturating every core): "
+                f"{stream['projected_ratio_idle']:.2f} with the preview, {stream['projected_ratio_idle_without_preview']:.2f} without.",
+            ]
     return "\n".join(parts)

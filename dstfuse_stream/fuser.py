@@ -25,12 +25,14 @@ import os
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
 
 from dstfuse_stream.backends.base import FusionBackend
+from dstfuse_stream.backends.pool import BackendPool
 from dstfuse_stream.colour import IrGain, float_to_uint8, ir_to_luma, merge_luma, split_luma
 from dstfuse_stream.errors import BackendError, ConfigError, InputShapeError
 from dstfuse_stream.geometry import align_ir, resize_to
@@ -120,17 +122,26 @@ class Fuser:
             ``"torch"``, ``"onnx"``, ``"tensorrt"``; or a ready backend object (a
             :class:`~dstfuse_stream.backends.FusionBackend`, or anything with ``fuse(ir, vis)`` taking
             uint8 ``(H, W)`` luma and returning ``(H, W)`` float in [0, 1] or uint8), which the Fuser
-            then owns.
+            then owns; a :class:`~dstfuse_stream.backends.pool.BackendPool` fuses one frame per member at once.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-        precision: ``"auto"``, ``"fp32"``, ``"fp16"`` (CUDA), ``"bf16"``/``"int8"`` (not implemented
-            yet: :class:`~dstfuse_stream.errors.ConfigError`); see :mod:`dstfuse_stream.backends.precision`.
+        precision: ``"auto"`` (GPU: fp16; CPU: the fastest of fp32/int8/bf16 within the fidelity gate,
+            measured on the first frame of each size), ``"fp32"``, ``"fp16"`` (CUDA), ``"bf16"``,
+            ``"int8"`` (needs a calibrated file: ``dstfuse-export int8``); see
+            :mod:`dstfuse_stream.backends.precision`.
         homography: 3x3 IR -> visible pixel map, given once: every IR frame is warped with it onto the
             visible grid. Without it, IR is resized to the visible frame's size.
         output: ``"bgr"`` (fused luma + the visible chroma) or ``"gray"`` (the fused luma).
-        threads: CPU threads of the backend (ONNX Runtime session; torch: process-wide).
+        threads: CPU threads of the backend (ONNX Runtime session, default: the usable cores; torch:
+            process-wide, default: torch's).
         ir_range: how uint16 IR becomes 8-bit (:mod:`dstfuse_stream.colour`): ``"auto"`` (running
             percentile stretch: automatic gain control for video; its state is :attr:`ir_gain`),
             ``"frame"`` (each frame's own percentiles) or ``(lo, hi)`` raw values (fixed).
+        work_scale: ``"auto"`` (0.5 for models that support it, else 1), 1, 0.5 or 0.25: the
+            resolution the networks run at; their decisions are applied to the full-resolution frames
+            (:mod:`dstfuse_stream.backends.work_scale`).
+        concurrent_frames: frames fused at once by :meth:`process_many` (and the streaming pipeline):
+            that many backends with ``threads / concurrent_frames`` threads each
+            (:class:`~dstfuse_stream.backends.pool.BackendPool`); 1 (default) is the lowest latency.
 
     Call it as ``fuser(ir, vis)``: IR ``(H, W)`` gray or ``(H, W, 3)`` BGR, uint8 or uint16 (see
     :func:`~dstfuse_stream.colour.ir_to_luma`); visible BGR or gray uint8; any sizes. Returns uint8 at
@@ -148,9 +159,13 @@ class Fuser:
         output: str = "bgr",
         threads: int | None = None,
         ir_range: str | Sequence[float] = "auto",
+        work_scale: float | str = "auto",
+        concurrent_frames: int = 1,
     ) -> None:
         if output not in OUTPUTS:
             raise ConfigError(f"output {output!r}: expected one of {list(OUTPUTS)}")
+        if not isinstance(concurrent_frames, int) or concurrent_frames < 1:
+            raise ConfigError(f"concurrent_frames: expected an int >= 1, got {concurrent_frames!r}")
         #: uint16 IR -> uint8 (running state for ``ir_range="auto"``; ``ir_gain.reset()`` restarts it)
         self.ir_gain = IrGain(ir_range)
         if homography is not None:
@@ -159,16 +174,22 @@ class Fuser:
             homography = check_homography(homography)
         self.homography: np.ndarray | None = homography
         self.output = output
+        self.concurrent_frames = concurrent_frames
+        self._executor: ThreadPoolExecutor | None = None
         if isinstance(backend, str):
-            from dstfuse_stream.backends import create_backend
+            from dstfuse_stream.backends.pool import create_backends
 
-            extra = {} if threads is None else {"threads": threads}
-            self.backend: FusionBackend = create_backend(backend, weights=weights, device=device, precision=precision, **extra)
+            self.backend: FusionBackend = create_backends(
+                backend, weights=weights, device=device, precision=precision, work_scale=work_scale, threads=threads,
+                copies=concurrent_frames,
+            )
         else:
-            given = {"weights": weights, "device": device != "auto", "precision": precision != "auto", "threads": threads}
+            given = {"weights": weights, "device": device != "auto", "precision": precision != "auto", "threads": threads,
+                     "work_scale": work_scale != "auto", "concurrent_frames": concurrent_frames != 1}
             if any(v not in (None, False) for v in given.values()):
                 raise ConfigError(f"backend object given: set {[k for k, v in given.items() if v not in (None, False)]} on it instead")
             self.backend = backend if isinstance(backend, FusionBackend) else _ObjectBackend(backend)
+            self.concurrent_frames = len(backend.backends) if isinstance(backend, BackendPool) else 1
 
     # -- the three steps ------------------------------------------------------------------------
 
@@ -212,6 +233,15 @@ class Fuser:
         """Fuse one pair; see the class docstring for what goes in and comes out."""
         return self.process(ir, vis).fused
 
+    def process_many(self, pairs: Sequence[tuple[np.ndarray, np.ndarray, tuple[int, int] | None]]) -> list[FusedFrame]:
+        """:meth:`process` each ``(ir, vis, size_wh)``, up to :attr:`concurrent_frames` at once; results in order."""
+        if self.concurrent_frames == 1 or len(pairs) < 2:
+            return [self.process(ir, vis, size_wh=size_wh) for ir, vis, size_wh in pairs]
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.concurrent_frames, thread_name_prefix="dstfuse-fuse")
+        futures = [self._executor.submit(self.process, ir, vis, size_wh=size_wh) for ir, vis, size_wh in pairs]
+        return [f.result() for f in futures]
+
     def fuse_batch(self, irs: Sequence[np.ndarray] | np.ndarray, vis_list: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray] | np.ndarray:
         """Fuse many pairs, one backend call per distinct visible size.
 
@@ -253,7 +283,10 @@ class Fuser:
         return f"{self.backend.describe()}; output {self.output}{warp}"
 
     def close(self) -> None:
-        """Release the backend. Safe to call twice."""
+        """Release the backend (and the threads of :meth:`process_many`). Safe to call twice."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
         self.backend.close()
 
     def __enter__(self) -> "Fuser":

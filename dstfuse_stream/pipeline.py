@@ -150,25 +150,32 @@ class FusionPipeline:
 
     def _fused_frames(self) -> Iterator[FusedFrame]:
         max_frames = self.config.max_frames
+        in_flight = self.fuser.concurrent_frames  # Fuser(concurrent_frames=N): N pairs fused at once
         while not self._stop.is_set():
             if max_frames is not None and self.stats.frames_fused >= max_frames:
                 self._stopped_by = "max_frames"
                 return
+            wanted = in_flight if max_frames is None else min(in_flight, max_frames - self.stats.frames_fused)
             t0 = time.perf_counter()
-            pair = self._next_pair()
-            if pair is None:
+            pairs = []
+            while len(pairs) < wanted:
+                pair = self._next_pair()
+                if pair is None:
+                    break
+                pairs.append(pair)
+            if not pairs:
                 if self.stats.frames_fused == 0 and not self._stop.is_set() and self._failures.first is None:
                     read = {r: self.readers[r].read_count for r in ("ir", "vis")}
                     raise StreamMismatchError(f"no frame was fused: read ir {read['ir']} and vis {read['vis']} frames, "
                                               f"but {self._pairer.why_no_pairs()}")
                 return
-            frame = self._fuse(pair, pair_ms=(time.perf_counter() - t0) * 1000.0)
-            if self.writer is None:
-                self.stats.on_written(frame, 0.0)
-            elif not self.writer.put(frame):
-                logger.debug("writer gone; fusion stops")
-                return
-            yield frame
+            for frame in self._fuse(pairs, pair_ms=(time.perf_counter() - t0) * 1000.0 / len(pairs)):
+                if self.writer is None:
+                    self.stats.on_written(frame, 0.0)
+                elif not self.writer.put(frame):
+                    logger.debug("writer gone; fusion stops")
+                    return
+                yield frame
 
     def _next_pair(self) -> FramePair | None:
         pairer = self._pairer
@@ -186,21 +193,22 @@ class FusionPipeline:
             if pairer.need() is None:
                 raise RuntimeError("pairing made no progress (bug)")
 
-    def _fuse(self, pair: FramePair, *, pair_ms: float) -> FusedFrame:
+    def _fuse(self, pairs: list[FramePair], *, pair_ms: float) -> list[FusedFrame]:
         cfg = self.config
-        size_wh = processing_size_wh(pair.vis.size_wh, resize_wh=cfg.resize_wh, max_size=cfg.max_size)
-        frame = self.fuser.process(pair.ir.image, pair.vis.image, size_wh=size_wh)
-        ir, vis = pair.ir, pair.vis
-        frame.index, frame.timestamp, frame.name = pair.index, vis.timestamp_s, vis.name
-        frame.captured_s = max(ir.captured_s, vis.captured_s)
-        frame.timings = {
-            "index": pair.index, "ir_index": ir.index, "vis_index": vis.index,
-            "ir_timestamp_s": ir.timestamp_s, "vis_timestamp_s": vis.timestamp_s,
-            "lag_frames": max(ir.lag_frames, vis.lag_frames), "read_ms": max(ir.read_ms, vis.read_ms),
-            "read_ir_ms": ir.read_ms, "read_vis_ms": vis.read_ms, "pair_ms": pair_ms, **frame.timings,
-        }
-        self.stats.on_fused(frame)
-        return frame
+        sizes = [processing_size_wh(p.vis.size_wh, resize_wh=cfg.resize_wh, max_size=cfg.max_size) for p in pairs]
+        frames = self.fuser.process_many([(p.ir.image, p.vis.image, size) for p, size in zip(pairs, sizes)])
+        for pair, frame in zip(pairs, frames):
+            ir, vis = pair.ir, pair.vis
+            frame.index, frame.timestamp, frame.name = pair.index, vis.timestamp_s, vis.name
+            frame.captured_s = max(ir.captured_s, vis.captured_s)
+            frame.timings = {
+                "index": pair.index, "ir_index": ir.index, "vis_index": vis.index,
+                "ir_timestamp_s": ir.timestamp_s, "vis_timestamp_s": vis.timestamp_s,
+                "lag_frames": max(ir.lag_frames, vis.lag_frames), "read_ms": max(ir.read_ms, vis.read_ms),
+                "read_ir_ms": ir.read_ms, "read_vis_ms": vis.read_ms, "pair_ms": pair_ms, **frame.timings,
+            }
+            self.stats.on_fused(frame)
+        return frames
 
     def _shutdown(self) -> None:
         self._state = "done"

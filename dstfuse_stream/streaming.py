@@ -46,6 +46,9 @@ def stream(
     homography: np.ndarray | None = None,
     output: str = "bgr",
     ir_range: str | tuple[float, float] = "auto",
+    work_scale: float | str = "auto",
+    threads: int | None = None,
+    concurrent_frames: int = 1,
     sinks: list[Sink] | tuple[Sink, ...] = (),
     timing_log: TimingLog | None = None,
     **options: Any,
@@ -59,8 +62,8 @@ def stream(
         fps: frame rate of image folders; timeout_s: camera/stream open and read timeout.
         fuser: a ready :class:`Fuser` (the caller keeps and closes it); otherwise one is built from
             ``weights``, ``backend``, ``device``, ``precision``, ``homography``, ``output``,
-            ``ir_range`` (16-bit IR: ``"auto"`` running gain, ``"frame"``, or ``(lo, hi)``) and
-            closed when the iteration ends.
+            ``ir_range`` (16-bit IR: ``"auto"`` running gain, ``"frame"``, or ``(lo, hi)``),
+            ``work_scale``, ``threads``, ``concurrent_frames`` and closed when the iteration ends.
         sinks, timing_log: outputs written by a writer thread (each frame is also yielded).
         options: :class:`PipelineConfig` fields (:data:`PIPELINE_OPTIONS`): ``sync``, ``pairing``,
             ``tolerance_s``, ``queue_size``, ``max_frames``, ``resize_wh``, ``max_size``,
@@ -75,15 +78,16 @@ def stream(
     if unknown:
         raise ConfigError(f"stream: unknown option(s) {unknown}; expected some of {list(PIPELINE_OPTIONS)}")
     config = PipelineConfig(**options)
-    builds_fuser = weights is not None or homography is not None or (backend, device, precision, output, ir_range) != (
-        "auto", "auto", "auto", "bgr", "auto")
+    builds_fuser = (weights is not None or homography is not None or threads is not None or concurrent_frames != 1
+                    or (backend, device, precision, output, work_scale, ir_range) != ("auto", "auto", "auto", "bgr", "auto", "auto"))
     if fuser is not None and builds_fuser:
         raise ConfigError("stream: give either fuser= or the arguments to build one (weights, backend, ...), not both")
     ir_src, vis_src = open_source_pair(ir, vis, pairs=pairs, split=split, fps=fps, timeout_s=timeout_s)
     own = fuser is None
     try:
         if own:
-            fuser = Fuser(weights, backend, device, precision, homography=homography, output=output, ir_range=ir_range)
+            fuser = Fuser(weights, backend, device, precision, homography=homography, output=output, ir_range=ir_range,
+                          work_scale=work_scale, threads=threads, concurrent_frames=concurrent_frames)
         return FusionPipeline(ir_src, vis_src, fuser, sinks=sinks, config=config, timing_log=timing_log, close_fuser=own)
     except BaseException:
         for closable in (ir_src, vis_src, *(sinks or ()), timing_log, fuser if own else None):

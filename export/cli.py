@@ -3,6 +3,7 @@
 Sub-commands::
 
     dstfuse-export onnx [--weights PATH | --preset lite] [--out-dir DIR] [--precision fp32 fp16] [--parity-data DIR]
+    dstfuse-export int8 [--weights PATH] [--work-scale auto|1|0.5|0.25] [--data DIR ...] [--crops 300] [--crop-size 256]
     dstfuse-export tensorrt --onnx FILE | --weights PATH  [--method ort|torch-tensorrt] [--min/--opt/--max WxH or BxCxHxW]
     dstfuse-export triton [--onnx FILE | --weights PATH] [--repo DIR] [--max-batch-size 8] [--kind KIND_GPU]
     dstfuse-export compare-cpu [--weights PATH | --preset lite] [--size WxH]
@@ -44,6 +45,22 @@ def build_parser() -> argparse.ArgumentParser:
     onnx_p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch parity check")
     onnx_p.add_argument("--parity-data", type=Path, default=None, help="folder with ir/ and vi/: real pairs checked at native size")
     onnx_p.add_argument("--parity-pairs", type=int, default=1, help="how many real pairs from --parity-data (default 1)")
+
+    q8_p = sub.add_parser(
+        "int8", help="int8 ONNX (static QDQ quantization) calibrated on training crops, stored where precision int8/auto finds it",
+    )
+    q8_p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: shipped weights)")
+    q8_p.add_argument("--work-scale", default="auto", choices=("auto", "1", "0.5", "0.25"),
+                      help="work scale of the exported graph (default auto: what the runtime uses)")
+    q8_p.add_argument("--data", nargs="+", default=None, metavar="DIR",
+                      help="training folders (pairs or ir.mp4+vi.mp4); default: the training folders of ../shared/data "
+                      "(validation data such as vifb and m3svd_frames_* is refused)")
+    q8_p.add_argument("--crops", type=int, default=300, help="calibration crops (default 300)")
+    q8_p.add_argument("--crop-size", type=int, default=256, help="crop side in pixels (default 256)")
+    q8_p.add_argument("--check-crops", type=int, default=16, help="other crops on which int8 is compared with fp32 (default 16)")
+    q8_p.add_argument("--seed", type=int, default=0)
+    q8_p.add_argument("--cache-dir", type=Path, default=None, help="cache root (default: $DSTFUSE_CACHE_DIR or ~/.cache/dstfuse-stream)")
+    q8_p.add_argument("--out", type=Path, default=None, help="write here instead of the cache")
 
     trt_p = sub.add_parser("tensorrt", help="build a TensorRT engine (needs a CUDA GPU)")
     src = trt_p.add_mutually_exclusive_group()
@@ -130,6 +147,30 @@ def _cmd_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_int8(args: argparse.Namespace) -> int:
+    from dstfuse_stream.backends.onnx_quant import quantize_cached
+    from .calibration import calibration_crops
+
+    t0 = time.perf_counter()
+    calibration = calibration_crops(args.data, count=args.crops, crop_size=args.crop_size, seed=args.seed)
+    check = calibration_crops(args.data, count=args.check_crops, crop_size=args.crop_size, seed=args.seed + 1) if args.check_crops > 0 else None
+    print(f"{len(calibration.pairs)} calibration crops from {len(calibration.roots)} folders in {time.perf_counter() - t0:.1f} s")
+    path, entry = quantize_cached(
+        calibration.pairs,
+        weights=args.weights,
+        work_scale=args.work_scale,
+        held_out=check.pairs if check is not None else (),
+        info=calibration.info(),
+        cache_dir=args.cache_dir,
+        out=args.out,
+    )
+    quality = entry.get("psnr_db")
+    if quality:
+        print(f"int8 vs fp32 on {quality['pairs']} other crops: PSNR min {quality['min']:.2f} dB, mean {quality['mean']:.2f} dB")
+    print(f"wrote {path} (work scale {entry['work_scale']:g}) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def _cmd_tensorrt(args: argparse.Namespace) -> int:
     from dstfuse_stream.backends.tensorrt_options import ShapeProfile
     from .tensorrt_build import build_ort_tensorrt_engine, build_torch_tensorrt_engine
@@ -195,5 +236,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:
         for name in ("dstfuse_export", "dstfuse_stream"):
             logging.getLogger(name).setLevel(logging.INFO)
-    commands = {"onnx": _cmd_onnx, "tensorrt": _cmd_tensorrt, "triton": _cmd_triton, "compare-cpu": _cmd_compare}
+    commands = {"onnx": _cmd_onnx, "int8": _cmd_int8, "tensorrt": _cmd_tensorrt, "triton": _cmd_triton,
+                "compare-cpu": _cmd_compare}
     return run_command("dstfuse-export", commands[args.command], args)

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper
 
 from dstfuse_stream import DSTFuse, get_config
 from dstfuse_stream.backends import BACKEND_NAMES, CPU_AUTO, auto_candidates, create_backend
+from dstfuse_stream.backends.autoselect import AutoPrecisionBackend
 from dstfuse_stream.backends.onnx_backend import CPU_PROVIDER, CUDA_PROVIDER, TRT_PROVIDER, OnnxBackend, select_providers
 from dstfuse_stream.backends.tensorrt_backend import TorchTensorRTBackend, load_torch_tensorrt, profile_path_for
 from dstfuse_stream.backends.tensorrt_options import (
@@ -26,10 +27,16 @@ from dstfuse_stream.backends.tensorrt_options import (
 from dstfuse_stream.backends.torch_backend import TorchBackend
 from dstfuse_stream.checkpoint import save_checkpoint
 from dstfuse_stream.backends.onnx_export import export_onnx
+from dstfuse_stream.backends.precision import default_threads
 from dstfuse_stream.errors import BackendError, ConfigError, InputShapeError
 
 ALL = [TRT_PROVIDER, CUDA_PROVIDER, CPU_PROVIDER]
 PROFILE = ShapeProfile.from_hw((16, 16), (48, 64), (64, 96))
+
+
+def fp32_of(backend):
+    """The fp32 backend of ``auto``'s choice (``auto`` on a CPU with bf16 or int8 holds several)."""
+    return backend.candidates["fp32"] if isinstance(backend, AutoPrecisionBackend) else backend
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +68,7 @@ def test_onnx_backend_matches_torch_backend_2d_uint8_and_batch(lite, onnx_fp32):
         assert got_b.shape == (2, 1, 30, 19)
         assert np.abs(got_b - torch_b.fuse(ir_b, vis_b)).max() <= 1e-4
         assert onnx_b.active_provider == CPU_PROVIDER
-        assert onnx_b.describe() == "onnx lite_fp32.onnx via CPUExecutionProvider on cpu (fp32)"
+        assert onnx_b.describe() == "onnx lite_fp32.onnx via CPUExecutionProvider on cpu (fp32, work scale 1, 2 threads)"
 
 
 def test_onnx_backend_threads_option(onnx_fp32):
@@ -69,7 +76,7 @@ def test_onnx_backend_threads_option(onnx_fp32):
         with OnnxBackend(onnx_fp32, device="cpu", threads=threads) as b:
             assert b.threads == threads  # read back from the session's own options
     with OnnxBackend(onnx_fp32, device="cpu") as b:
-        assert b.threads == 0  # ONNX Runtime's default (one per core)
+        assert b.threads == default_threads()  # the usable cores
     with pytest.raises(BackendError, match="threads: expected >= 1, got 0"):
         OnnxBackend(onnx_fp32, device="cpu", threads=0)
     assert create_backend("onnx", onnx_path=onnx_fp32, device="cpu", threads=1).threads == 1
@@ -263,8 +270,10 @@ def test_auto_candidates_gpu_order():
 
 def test_auto_candidates_cpu_follows_measurement():
     got = auto_candidates(cuda_available=False, ort_providers=[CPU_PROVIDER], torch_tensorrt_available=False)
-    assert [(c.name, c.device, c.precision) for c in got][-1] == ("torch", "cpu", "fp32")
-    assert got[0].name == CPU_AUTO and "CPU" in got[0].reason
+    assert [(c.name, c.device, c.precision) for c in got][-1] == ("torch", "cpu", "auto")  # measured per frame size
+    assert got[0].name == CPU_AUTO and got[0].precision == "auto" and "CPU" in got[0].reason
+    fixed = auto_candidates(cuda_available=False, ort_providers=[CPU_PROVIDER], torch_tensorrt_available=False, onnx_path="m.onnx")
+    assert {c.precision for c in fixed} == {"fp32"}  # a given file fixes the precision
     on_gpu_machine = auto_candidates(device="cpu", cuda_available=True, ort_providers=ALL, torch_tensorrt_available=True)
     assert {c.device for c in on_gpu_machine} == {"cpu"}
     with pytest.raises(BackendError, match="device 'cuda'"):
@@ -276,10 +285,12 @@ def test_create_backend_errors(lite):
         create_backend("trt")
     with pytest.raises(BackendError, match=r"unknown option\(s\) \['providers'\]"):
         create_backend("torch", model=lite, providers="auto")
-    with pytest.raises(ConfigError, match="precision 'int8': not implemented yet"):
+    with pytest.raises(ConfigError, match=r"precision 'int4': expected one of \['auto', 'fp32', 'bf16', 'fp16', 'int8'\]"):
+        create_backend("torch", model=lite, precision="int4")
+    with pytest.raises(BackendError, match="backend 'torch': precision 'int8' runs on ONNX Runtime"):
         create_backend("torch", model=lite, precision="int8")
-    with pytest.raises(ConfigError, match="precision 'bf16': not implemented yet"):
-        create_backend("auto", model=lite, precision="bf16")
+    with pytest.raises(BackendError, match="backend 'onnx': precision 'bf16': ONNX Runtime's CPU provider has no bf16"):
+        create_backend("onnx", model=lite, precision="bf16")
     with pytest.raises(BackendError, match="needs device 'cuda'"):
         create_backend("tensorrt", model=lite, device="cpu")
     with pytest.raises(BackendError, match="method 'trtexec'"):
@@ -301,7 +312,7 @@ def test_create_backend_auto_on_cpu_exports_once_and_reuses_cache(lite, tmp_path
         pytest.skip("checks the CPU choice")
     caplog.set_level("INFO", logger="dstfuse_stream.backends")
     backend = create_backend("auto", model=lite, device="cpu", cache_dir=tmp_path)
-    assert backend.name == CPU_AUTO and "measured" in backend.selection_reason
+    assert fp32_of(backend).name == CPU_AUTO and "measured" in backend.selection_reason
     assert f"backend auto -> {backend.describe()}" in caplog.text
     exported = sorted((tmp_path / "onnx").glob("*.onnx"))
     assert len(exported) == 1
@@ -320,7 +331,7 @@ def test_create_backend_auto_falls_back_to_torch_when_export_fails(lite, monkeyp
 
     monkeypatch.setattr(onnx_cache, "get_or_export_onnx", failing_export)
     backend = create_backend("auto", model=lite, device="cpu")
-    assert isinstance(backend, TorchBackend) and backend.device == "cpu"
+    assert isinstance(fp32_of(backend), TorchBackend) and backend.device == "cpu"
     assert backend.selection_reason == "CPU: torch (fallback)"
     assert "parity check failed (simulated)" in caplog.text
 
@@ -332,7 +343,7 @@ def test_a_model_the_tracer_cannot_export_makes_auto_fall_back(lite, monkeypatch
     monkeypatch.setattr(torch.onnx, "export", unsupported)
     caplog.set_level("WARNING", logger="dstfuse_stream")
     backend = create_backend("auto", model=lite, device="cpu")
-    assert isinstance(backend, TorchBackend)
+    assert isinstance(fp32_of(backend), TorchBackend)
     assert "ONNX export of model 'lite' failed (OnnxExporterError: Unsupported: ONNX export of convolution" in caplog.text
     with pytest.raises(BackendError, match="ONNX export of model 'lite' failed"):
         create_backend("onnx", model=lite, device="cpu")
@@ -353,7 +364,7 @@ def test_a_missing_optional_package_is_one_warning_and_a_fallback(lite, monkeypa
     monkeypatch.setitem(sys.modules, missing, None)  # `import missing` now raises ImportError
     caplog.set_level("WARNING", logger="dstfuse_stream")
     backend = create_backend("auto", model=lite, device="cpu")
-    assert isinstance(backend, TorchBackend) and backend.selection_reason == "CPU: torch (fallback)"
+    assert isinstance(fp32_of(backend), TorchBackend) and backend.selection_reason == "CPU: torch (fallback)"
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert f"needs the Python package '{missing}" in warnings[0].getMessage() and "trying the next" in warnings[0].getMessage()

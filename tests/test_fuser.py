@@ -152,9 +152,12 @@ def test_bad_inputs_say_what_was_expected(torch_fuser):
 def test_settings_are_checked(lite_model):
     with pytest.raises(ConfigError, match="output 'rgb'"):
         Fuser(backend=MaxFuser(), output="rgb")
-    for name in ("bf16", "int8"):
-        with pytest.raises(ConfigError, match=f"precision '{name}': not implemented yet"):
-            Fuser(backend="torch", precision=name)
+    with pytest.raises(ConfigError, match=r"work_scale '0.3': expected 'auto' or one of \['1', '0.5', '0.25'\]"):
+        Fuser(backend="torch", work_scale="0.3")
+    with pytest.raises(ConfigError, match="concurrent_frames: expected an int >= 1, got 0"):
+        Fuser(backend=MaxFuser(), concurrent_frames=0)
+    with pytest.raises(ConfigError, match=r"backend object given: set \['work_scale', 'concurrent_frames'\] on it instead"):
+        Fuser(backend=MaxFuser(), work_scale=0.5, concurrent_frames=2)
     with pytest.raises(ConfigError, match="precision 'fp8'"):
         Fuser(backend="torch", precision="fp8")
     with pytest.raises(ConfigError, match=r"backend object given: set \['device'\] on it instead"):

@@ -9,9 +9,12 @@
 * ``tensorrt``: ONNX Runtime's TensorRT provider when onnxruntime offers it, else Torch-TensorRT.
 * ``auto``: the fastest available, see :func:`auto_candidates`. A candidate that cannot start (a
   missing optional package such as onnxruntime, a failed export) is skipped with one warning line.
+  On a CPU with ``precision="auto"`` it measures the precisions this CPU can run on the first frame
+  of each size and keeps the fastest within the fidelity gate
+  (:class:`~dstfuse_stream.backends.autoselect.AutoPrecisionBackend`).
 
-Precision names and defaults: :mod:`dstfuse_stream.backends.precision`. Nothing here imports torch,
-onnx or onnxruntime at import time.
+Precision names and defaults: :mod:`dstfuse_stream.backends.precision`; work scale:
+:mod:`dstfuse_stream.backends.work_scale`. Nothing here imports torch, onnx or onnxruntime at import time.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dstfuse_stream.backends.base import FusionBackend, as_batch
-from dstfuse_stream.backends.precision import default_precision, resolve_precision
+from dstfuse_stream.backends.precision import cpu_features, default_precision, resolve_precision
+from dstfuse_stream.backends.work_scale import parse_work_scale
 from dstfuse_stream.errors import BackendError, require_module
 
 __all__ = ["FusionBackend", "as_batch", "create_backend", "auto_candidates", "Candidate", "BACKEND_NAMES", "CPU_AUTO"]
@@ -41,7 +45,7 @@ CPU_AUTO = "onnx"
 _ORT_INSTALL = "pip install onnxruntime (or onnxruntime-gpu)"
 _EXTRAS = {
     "torch": {"compile", "threads"},
-    "onnx": {"providers", "threads", "profile", "cache_dir", "device_id"},
+    "onnx": {"providers", "threads", "profile", "cache_dir", "device_id", "spin"},
     "tensorrt": {"profile", "cache_dir", "engine", "method", "device_id"},
 }
 
@@ -68,7 +72,9 @@ def auto_candidates(
     """Ordered backends for ``auto`` given what this machine offers (pure; tested without a GPU).
 
     GPU: TensorRT (ORT provider or torch-tensorrt, fp16) > ORT CUDA (only with a ready ``onnx_path``)
-    > torch CUDA fp16. CPU: :data:`CPU_AUTO` (measured) then torch as the fallback.
+    > torch CUDA fp16. CPU: :data:`CPU_AUTO` (measured) then torch as the fallback; their precision
+    is ``"auto"`` (measured per frame size, see :mod:`~dstfuse_stream.backends.autoselect`) unless one
+    was asked for or ``onnx_path`` fixes it (then the file's).
     """
     gpu = cuda_available or "CUDAExecutionProvider" in ort_providers
     gpu_device = str(device) if str(device).startswith("cuda") else "cuda"
@@ -84,7 +90,7 @@ def auto_candidates(
     if str(device).startswith("cuda") and not candidates:
         raise BackendError(f"device {device!r}: no CUDA device for torch and no GPU provider in onnxruntime")
     if not candidates:
-        p = precision or default_precision("cpu", backend="torch")
+        p = precision or ("auto" if onnx_path is None else default_precision("cpu", backend="torch"))
         if CPU_AUTO == "onnx":
             candidates.append(Candidate("onnx", "cpu", p, "CPU: ONNX Runtime measured faster than torch (lite, 320x256)"))
         candidates.append(Candidate("torch", "cpu", p, "CPU: torch" + (" (fallback)" if candidates else "")))
@@ -106,20 +112,27 @@ def _torch_tensorrt_available() -> bool:
     return importlib.util.find_spec("torch_tensorrt") is not None
 
 
-def _create_onnx(weights: Any, onnx_path: Any, device: str, precision: str | None, model: Any, extras: dict) -> FusionBackend:
+def _create_onnx(
+    weights: Any, onnx_path: Any, device: str, precision: str | None, model: Any, work_scale: float | None, extras: dict
+) -> FusionBackend:
     from dstfuse_stream.backends.onnx_backend import OnnxBackend
 
+    if precision == "bf16":
+        raise BackendError("backend 'onnx': precision 'bf16': ONNX Runtime's CPU provider has no bf16 convolution kernels; use backend 'torch'")
     root = extras.pop("cache_dir", None)
     require_module("onnxruntime", purpose="backend 'onnx'", install=_ORT_INSTALL)
     if onnx_path is None:
         from dstfuse_stream.backends.onnx_cache import get_or_export_onnx
 
-        onnx_path = get_or_export_onnx(weights, model=model, precision=precision or "fp32", cache_dir=root)
+        onnx_path = get_or_export_onnx(weights, model=model, precision=precision or "fp32", work_scale=work_scale, cache_dir=root)
+        work_scale = None  # the cache resolved it ("auto") and checked the file
     trt_cache = None if root is None else Path(root) / "tensorrt"
-    return OnnxBackend(onnx_path, device=device, precision=precision, cache_dir=trt_cache, **extras)
+    return OnnxBackend(onnx_path, device=device, precision=precision, cache_dir=trt_cache, work_scale=work_scale, **extras)
 
 
-def _create_tensorrt(weights: Any, onnx_path: Any, device: str, precision: str | None, model: Any, extras: dict) -> FusionBackend:
+def _create_tensorrt(
+    weights: Any, onnx_path: Any, device: str, precision: str | None, model: Any, work_scale: float | None, extras: dict
+) -> FusionBackend:
     from dstfuse_stream.backends.tensorrt_options import DEFAULT_PROFILE
 
     if device == "cpu":
@@ -139,7 +152,7 @@ def _create_tensorrt(weights: Any, onnx_path: Any, device: str, precision: str |
             if onnx_path is None:
                 from dstfuse_stream.backends.onnx_cache import get_or_export_onnx
 
-                onnx_path = get_or_export_onnx(weights, model=model, precision="fp32", cache_dir=extras.get("cache_dir"))
+                onnx_path = get_or_export_onnx(weights, model=model, precision="fp32", work_scale=work_scale, cache_dir=extras.get("cache_dir"))
             cache = Path(extras.get("cache_dir") or default_cache_dir()) / "tensorrt"
             trt = tensorrt_provider_options(profile, cache_dir=cache, fp16=precision == "fp16", device_id=extras.get("device_id", 0))
             providers = [("TensorrtExecutionProvider", trt), "CUDAExecutionProvider"]
@@ -154,6 +167,12 @@ def _create_tensorrt(weights: Any, onnx_path: Any, device: str, precision: str |
     if method in ("auto", "torch-tensorrt"):
         from dstfuse_stream.backends.tensorrt_backend import TorchTensorRTBackend
 
+        if extras.get("engine") is None:
+            from dstfuse_stream.backends.work_scale import resolve_work_scale, with_work_scale
+            from dstfuse_stream.checkpoint import load_model
+
+            model = load_model(weights) if model is None else model
+            model = with_work_scale(model, resolve_work_scale(work_scale, model))
         try:
             return TorchTensorRTBackend(extras.get("engine"), model=model, weights=weights, profile=profile, precision=precision)
         except BackendError as exc:
@@ -169,6 +188,7 @@ def create_backend(
     device: str = "auto",
     precision: str | None = None,
     model: Any = None,
+    work_scale: Any = "auto",
     **extras: Any,
 ) -> FusionBackend:
     """Create a backend by name; the stable keyword arguments are the same for every name.
@@ -182,11 +202,12 @@ def create_backend(
             exported once and cached under the user cache folder, keyed by its SHA-256.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         precision: one of :data:`~dstfuse_stream.backends.precision.PRECISIONS`; ``"auto"``/``None`` =
-            the backend's default (fp16 on CUDA and TensorRT, fp32 on CPU); ``bf16``/``int8`` raise
-            :class:`~dstfuse_stream.errors.ConfigError` (not implemented yet).
-        model: an in-memory :class:`~dstfuse_stream.model.DSTFuse` instead of ``weights``.
+            fp16 on CUDA and TensorRT; on CPU measured per frame size for ``auto``, fp32 for a named backend.
+        model: an in-memory :class:`~dstfuse_stream.model.DSTFuse` instead of ``weights`` (never changed).
+        work_scale: ``"auto"``, 1, 0.5 or 0.25: the resolution the networks run at
+            (:mod:`~dstfuse_stream.backends.work_scale`); with ``onnx_path`` it is checked against the file.
         extras: backend-specific: torch ``compile``, ``threads``; onnx ``providers``, ``threads``, ``profile``,
-            ``cache_dir``, ``device_id``; tensorrt ``profile`` (a ``ShapeProfile``), ``cache_dir``,
+            ``cache_dir``, ``device_id``, ``spin``; tensorrt ``profile`` (a ``ShapeProfile``), ``cache_dir``,
             ``engine`` (saved torch-tensorrt ``.ep``), ``method`` (``"auto"``/``"ort"``/``"torch-tensorrt"``).
             ``cache_dir`` is the cache root (default ``~/.cache/dstfuse-stream``): ONNX exports go to
             ``<cache_dir>/onnx``, TensorRT engines to ``<cache_dir>/tensorrt``.
@@ -205,18 +226,19 @@ def create_backend(
         weights, onnx_path = None, weights
         extras = {**extras, "_onnx_only": True} if name == "auto" else extras
     precision = resolve_precision(precision)
+    scale = parse_work_scale(work_scale)
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise BackendError(f"device {device!r}: expected 'auto', 'cpu' or 'cuda'")
     if name == "auto":
-        return _create_auto(weights=weights, onnx_path=onnx_path, device=device, precision=precision, model=model, extras=extras)
+        return _create_auto(weights=weights, onnx_path=onnx_path, device=device, precision=precision, model=model, work_scale=scale, extras=extras)
     _check_extras(name, extras)
     if name == "torch":
         from dstfuse_stream.backends.torch_backend import TorchBackend
 
-        return TorchBackend(model, weights=weights, device=device, precision=precision, **extras)
+        return TorchBackend(model, weights=weights, device=device, precision=precision, work_scale=scale, **extras)
     if name == "onnx":
-        return _create_onnx(weights, onnx_path, device, precision, model, dict(extras))
-    return _create_tensorrt(weights, onnx_path, device, precision, model, dict(extras))
+        return _create_onnx(weights, onnx_path, device, precision, model, scale, dict(extras))
+    return _create_tensorrt(weights, onnx_path, device, precision, model, scale, dict(extras))
 
 
 def _ort_providers() -> list[str]:
@@ -229,7 +251,40 @@ def _ort_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def _create_auto(*, weights: Any, onnx_path: Any, device: str, precision: str | None, model: Any, extras: dict) -> FusionBackend:
+def _create_auto_precision(
+    name: str, *, weights: Any, model: Any, work_scale: float | None, extras: dict[str, Any]
+) -> FusionBackend:
+    """CPU, precision "auto": fp32 on ``name``, plus int8 (a calibrated file exists) and bf16 (native
+    on this CPU) as measured alternatives; a plain fp32 backend when there is no alternative."""
+    from dstfuse_stream.backends.autoselect import AutoPrecisionBackend
+
+    def make(backend: str, precision: str) -> FusionBackend:
+        options = {k: v for k, v in extras.items() if k in _EXTRAS[backend]}
+        return create_backend(backend, weights=weights, device="cpu", precision=precision, model=model, work_scale=work_scale, **options)
+
+    fp32 = make(name, "fp32")
+    candidates = {"fp32": fp32}
+    alternatives = [("int8", "onnx")] if name == "onnx" else []
+    if cpu_features().native_bf16:
+        alternatives.append(("bf16", "torch"))
+    else:
+        logger.info("precision auto: no bf16 candidate (%s has neither AVX512-BF16 nor AMX)", cpu_features().model)
+    for precision, backend in alternatives:
+        try:
+            candidates[precision] = make(backend, precision)
+        except BackendError as exc:
+            logger.info("precision auto: no %s candidate (%s)", precision, exc)
+    if len(candidates) == 1:
+        return fp32
+    metadata = getattr(fp32, "metadata", {})
+    identity = metadata.get("checkpoint_sha256") or metadata.get("state_dict_sha256")
+    key = (identity, fp32.work_scale, extras.get("threads")) if identity else None
+    return AutoPrecisionBackend(candidates, cache_key=key)
+
+
+def _create_auto(
+    *, weights: Any, onnx_path: Any, device: str, precision: str | None, model: Any, work_scale: float | None, extras: dict
+) -> FusionBackend:
     import torch
 
     onnx_only = extras.pop("_onnx_only", False)
@@ -250,9 +305,13 @@ def _create_auto(*, weights: Any, onnx_path: Any, device: str, precision: str | 
     for cand in candidates:
         options = {k: v for k, v in extras.items() if k in _EXTRAS[cand.name]}
         try:
-            backend = create_backend(
-                cand.name, weights=weights, onnx_path=onnx_path, device=cand.device, precision=cand.precision, model=model, **options
-            )
+            if cand.precision == "auto":
+                backend = _create_auto_precision(cand.name, weights=weights, model=model, work_scale=work_scale, extras=extras)
+            else:
+                backend = create_backend(
+                    cand.name, weights=weights, onnx_path=onnx_path, device=cand.device, precision=cand.precision, model=model,
+                    work_scale=work_scale, **options
+                )
         except BackendError as exc:
             logger.warning("backend auto: %s on %s unavailable (%s); trying the next", cand.name, cand.device, exc)
             failures.append(f"{cand.name}: {exc}")

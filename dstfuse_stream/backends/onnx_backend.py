@@ -2,7 +2,13 @@
 
 The file must have inputs ``ir``, ``vis`` and output ``fused`` shaped ``(B, 1, H, W)``, as written by
 :mod:`dstfuse_stream.backends.onnx_export` (``dstfuse-export onnx``, or the first-use export of
-``auto``). Its ``metadata_props`` (precision, config) are read when present.
+``auto``) or :mod:`dstfuse_stream.backends.onnx_quant` (int8). Its ``metadata_props`` (precision,
+work scale, config) are read when present.
+
+CPU sessions run ``threads`` intra-op threads (default: the usable cores) that sleep between calls
+(``spin=False``): ONNX Runtime's default busy-wait took 1.5-7x longer per call here whenever anything
+else wanted the cores (the reader/writer threads of the pipeline, a second session, other processes);
+docs/benchmarks.md. Input buffers are reused per thread (uint8 frames are converted into them).
 """
 
 from __future__ import annotations
@@ -10,13 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from dstfuse_stream.backends.base import FusionBackend, to_float32
-from dstfuse_stream.backends.precision import resolve_precision
+from dstfuse_stream.backends.precision import default_threads, resolve_precision
 from dstfuse_stream.backends.tensorrt_options import (
     ShapeProfile,
     cuda_provider_options,
@@ -95,7 +102,7 @@ def select_providers(
     return resolved
 
 
-def _open_session(path: Path, providers: list[ProviderSpec], threads: int | None) -> Any:
+def _open_session(path: Path, providers: list[ProviderSpec], threads: int | None, spin: bool) -> Any:
     ort = _import_ort()
     if not path.is_file():
         raise BackendError(f"ONNX model {str(path)!r}: file not found")
@@ -111,6 +118,7 @@ def _open_session(path: Path, providers: list[ProviderSpec], threads: int | None
         if threads < 1:
             raise BackendError(f"threads: expected >= 1, got {threads}")
         options.intra_op_num_threads = int(threads)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     try:
         return ort.InferenceSession(
             str(path),
@@ -164,13 +172,17 @@ class OnnxBackend(FusionBackend):
         providers: ``"auto"`` (see :func:`select_providers`), one provider name, or a list of names
             or ``(name, options)`` pairs.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (used by ``providers="auto"``).
-        threads: ONNX Runtime intra-op threads (``None``: its default, all cores).
+        threads: ONNX Runtime intra-op threads (``None``: the usable cores,
+            :func:`~dstfuse_stream.backends.precision.default_threads`).
+        spin: let idle intra-op threads busy-wait (ONNX Runtime's default); ``False`` (ours) makes
+            them sleep, see the module docstring.
         profile: TensorRT shape profile; enables the TensorRT provider under ``"auto"`` and makes
             :meth:`fuse` reject shapes outside it before running.
         cache_dir: TensorRT engine/timing cache folder (default ``<user cache>/dstfuse-stream/tensorrt``).
-        precision: expected precision (``"auto"``/``None``: the file's; ``"fp32"``/``"fp16"``: checked
-            against the file's metadata; see :mod:`dstfuse_stream.backends.precision`).
+        precision: expected precision (``"auto"``/``None``: the file's; ``"fp32"``/``"fp16"``/``"int8"``:
+            checked against the file's metadata; see :mod:`dstfuse_stream.backends.precision`).
             For the TensorRT provider ``"fp16"`` also enables TensorRT fp16 kernels.
+        work_scale: expected work scale (``None``: the file's; else checked against its metadata).
     """
 
     name = "onnx"
@@ -187,6 +199,8 @@ class OnnxBackend(FusionBackend):
         cache_dir: str | os.PathLike[str] | None = None,
         precision: str | None = None,
         device_id: int = 0,
+        spin: bool = False,
+        work_scale: float | None = None,
     ) -> None:
         ort = _import_ort()
         precision = resolve_precision(precision)
@@ -210,7 +224,8 @@ class OnnxBackend(FusionBackend):
         if any(name == TRT_PROVIDER for name, _ in specs):
             Path(dict(specs)[TRT_PROVIDER]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
             logger.info("TensorRT engine for %s is built on first use (minutes) and cached", self.path.name)
-        self._session = _open_session(self.path, specs, threads)
+        cpu_only = all(name == CPU_PROVIDER for name, _ in specs)
+        self._session = _open_session(self.path, specs, default_threads() if threads is None and cpu_only else threads, spin)
         self._session_options = self._session.get_session_options()
         self._input_dtype = _check_signature(self._session, self.path)
         self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
@@ -223,6 +238,13 @@ class OnnxBackend(FusionBackend):
                 f"ONNX model {str(self.path)!r}: precision {precision!r} requested but the file is {file_precision!r}; "
                 f"export the {precision} variant (dstfuse-export onnx --precision {precision})"
             )
+        #: the work scale baked into the file (1.0 for files without the entry)
+        self.work_scale = float(self.metadata.get("work_scale", "1"))
+        if work_scale is not None and float(work_scale) != self.work_scale:
+            raise BackendError(
+                f"ONNX model {str(self.path)!r}: work scale {work_scale:g} requested but the file runs at {self.work_scale:g}"
+            )
+        self._buffers = threading.local()
         self.profile = profile
         self._active = active = self._session.get_providers()[0]
         run_device = "cpu" if active == CPU_PROVIDER else f"cuda:{device_id}"
@@ -240,7 +262,20 @@ class OnnxBackend(FusionBackend):
         return int(self._session_options.intra_op_num_threads)
 
     def describe(self) -> str:
-        return f"onnx {self.path.name} via {self.active_provider} on {self.device} ({self.precision})"
+        threads = f", {self.threads} threads" if self.active_provider == CPU_PROVIDER else ""
+        return f"onnx {self.path.name} via {self.active_provider} on {self.device} ({self.precision}, work scale {self.work_scale:g}{threads})"
+
+    def _input(self, name: str, x: np.ndarray) -> np.ndarray:
+        """``x`` as the session's input dtype; uint8 goes into a float32 buffer kept per thread and
+        input (reallocated when the shape changes), with the values of :func:`to_float32`."""
+        if x.dtype != np.uint8 or self._input_dtype != np.float32:
+            return to_float32(x).astype(self._input_dtype, copy=False)
+        buf = getattr(self._buffers, name, None)
+        if buf is None or buf.shape != x.shape:
+            buf = np.empty(x.shape, np.float32)
+            setattr(self._buffers, name, buf)
+        np.multiply(x, np.float32(1.0 / 255.0), out=buf, dtype=np.float32)
+        return buf
 
     def fuse_batch(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         if self._session is None:
@@ -248,7 +283,7 @@ class OnnxBackend(FusionBackend):
         if self.profile is not None:
             self.profile.check(ir.shape, "ir")
             self.profile.check(vis.shape, "vis")
-        feeds = {name: to_float32(x).astype(self._input_dtype, copy=False) for name, x in (("ir", ir), ("vis", vis))}
+        feeds = {name: self._input(name, x) for name, x in (("ir", ir), ("vis", vis))}
         (fused,) = self._session.run(["fused"], feeds)
         return np.asarray(fused, dtype=np.float32)
 

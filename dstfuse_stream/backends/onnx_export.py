@@ -47,7 +47,7 @@ import torch
 
 from dstfuse_stream import __version__
 from dstfuse_stream.backends.onnx_cache import DEFAULT_OPSET
-from dstfuse_stream.backends.precision import IMPLEMENTED, resolve_precision
+from dstfuse_stream.backends.work_scale import format_work_scale
 from dstfuse_stream.errors import BackendError, ConfigError, require_module
 from dstfuse_stream.model import DSTFuse
 
@@ -90,7 +90,8 @@ _AXES = {0: "batch", 2: "height", 3: "width"}
 DYNAMIC_AXES = {name: dict(_AXES) for name in INPUT_NAMES + OUTPUT_NAMES}
 #: Trace size (H, W): neither is a multiple of 4, so the padding branch is recorded.
 TRACE_SIZE_HW = (61, 67)
-PRECISIONS = IMPLEMENTED
+#: Precisions an export writes directly (int8 is a quantized fp32 export: :mod:`~dstfuse_stream.backends.onnx_quant`).
+PRECISIONS = ("fp32", "fp16")
 #: Raw and simplified graphs must agree this closely in ONNX Runtime for the simplification to be kept.
 _SIMPLIFY_TOL = 1e-5
 _SIMPLIFY_CHECK_SHAPES = ((1, 1, 64, 64), (2, 1, 37, 53))
@@ -284,6 +285,7 @@ def build_metadata(
         "dynamic_axes": "batch,height,width",
         "io_dtype": "float32",
         "precision": precision,
+        "work_scale": format_work_scale(float(getattr(model, "work_scale", 1.0))),
         "opset": str(opset),
         "exporter": f"torch.onnx TorchScript tracer (torch {torch.__version__})",
         "dstfuse_stream_version": __version__,
@@ -316,9 +318,10 @@ def require_dependencies(*, precision: str = "fp32", simplify: bool = True) -> N
 
 
 def check_precision(precision: str) -> None:
-    """An export needs an explicit, implemented precision (:data:`PRECISIONS`)."""
-    if resolve_precision(precision) is None:
-        raise ConfigError(f"precision {precision!r}: an export needs one of {list(PRECISIONS)}")
+    """An export needs an explicit precision it can write (:data:`PRECISIONS`)."""
+    if precision not in PRECISIONS:
+        extra = "; int8 quantizes an fp32 export (dstfuse-export int8)" if precision == "int8" else ""
+        raise ConfigError(f"precision {precision!r}: an export needs one of {list(PRECISIONS)}{extra}")
 
 
 def export_onnx(
