@@ -54,11 +54,12 @@ class AutocastTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.autocast_dtype = autocast_dtype
 
-    def train_step(self, epoch: int, ir: torch.Tensor, vis: torch.Tensor, sharp: torch.Tensor) -> dict[str, float]:
+    def train_step(self, epoch: int, *batch: torch.Tensor) -> dict[str, float]:
+        """:meth:`Trainer.train_step` on the sampler's batch (``ir, vis, sharp[, blur_mask]``) under autocast."""
         if self.autocast_dtype is None:
-            return super().train_step(epoch, ir, vis, sharp)
+            return super().train_step(epoch, *batch)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-            return super().train_step(epoch, ir, vis, sharp)
+            return super().train_step(epoch, *batch)
 
 
 def phase_epochs(config: TrainConfig) -> dict[int, list[int]]:

@@ -29,7 +29,7 @@ from dstfuse_stream.cliutil import arg_type, run_command
 from dstfuse_stream.errors import DSTFuseError, StreamMismatchError
 from dstfuse_stream.geometry import parse_size_wh
 
-__all__ = ["main", "run_cli", "build_parser"]
+__all__ = ["main", "run_cli", "build_parser", "run_config"]
 
 PROG = "dstfuse-stream"
 logger = logging.getLogger(__name__)
@@ -158,13 +158,17 @@ def _install_signal_handlers(request_stop: Callable[[], None], received: list[in
 
 
 def _resolved_config(args: argparse.Namespace, argv: list[str], pipeline: Any, sinks: list[Any]) -> dict:
+    return {"command": [PROG, *argv], "args": vars(args), **run_config(pipeline, sinks)}
+
+
+def run_config(pipeline: Any, sinks: list[Any]) -> dict:
+    """The resolved configuration of a finished pipeline run, as written into its summary JSON
+    (pipeline settings, sources, backend, model config, outputs, version)."""
     import dstfuse_stream
 
     fuser = pipeline.fuser
     model_config = fuser.model_config
     return {
-        "command": [PROG, *argv],
-        "args": vars(args),
         "pipeline": pipeline.config.to_dict(),
         "resolved": {"sync": pipeline.sync, "pairing": pipeline.pairing, "tolerance_s": pipeline.tolerance_s},
         "sources": {role: src.describe() for role, src in pipeline.sources.items()},

@@ -587,12 +587,21 @@ class TemporalStability:
     both means over time and ``ratio = mean MAD(F) / mean MAD(S)``: 1 means the fused video changes
     as much as its inputs, > 1 means added flicker. All three inputs must be on the same scale
     (all uint8 or all [0, 1] float); the MADs are reported on that scale.
+
+    ``ratio`` also exceeds 1 for a method that adds no flicker at all but follows the *more dynamic*
+    source (a fused video that is the IR video where a warm pedestrian walks changes more than the
+    mean of the IR and visible changes). So :meth:`result` also reports ``explained_ratio`` =
+    ``mean MAD(F) / mean(max(|I_t - I_{t-1}|, |V_t - V_{t-1}|))`` (pixel-wise max): any fixed per-pixel
+    convex blend of the sources has ``|dF| <= max(|dI|, |dV|)`` at every pixel, so
+    ``explained_ratio <= 1`` unless the method's own decisions change between frames or it invents
+    change: a value above 1 is flicker of its own.
     """
 
     def __init__(self) -> None:
         self._prev: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._fused_sum = 0.0
         self._source_sum = 0.0
+        self._max_sum = 0.0
         self._steps = 0
 
     def update(self, ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> None:
@@ -601,14 +610,24 @@ class TemporalStability:
             p_ir, p_vis, p_fused = self._prev
             self._fused_sum += _mean_abs_diff(fused, p_fused)
             self._source_sum += 0.5 * (_mean_abs_diff(ir, p_ir) + _mean_abs_diff(vis, p_vis))
+            d_ir = np.abs(ir.astype(np.float64) - p_ir.astype(np.float64))
+            d_vis = np.abs(vis.astype(np.float64) - p_vis.astype(np.float64))
+            self._max_sum += float(np.mean(np.maximum(d_ir, d_vis)))
             self._steps += 1
         self._prev = (ir.copy(), vis.copy(), fused.copy())
 
     def result(self) -> dict[str, float]:
-        """``{"steps", "fused_mad", "source_mad", "ratio"}`` (NaN where undefined)."""
+        """``{"steps", "fused_mad", "source_mad", "ratio", "explained_ratio"}`` (NaN where undefined)."""
+        nan = float("nan")
         if self._steps == 0:
-            return {"steps": 0, "fused_mad": float("nan"), "source_mad": float("nan"), "ratio": float("nan")}
+            return {"steps": 0, "fused_mad": nan, "source_mad": nan, "ratio": nan, "explained_ratio": nan}
         fused_mad = self._fused_sum / self._steps
         source_mad = self._source_sum / self._steps
-        ratio = fused_mad / source_mad if source_mad > 0 else float("nan")
-        return {"steps": self._steps, "fused_mad": fused_mad, "source_mad": source_mad, "ratio": ratio}
+        max_mad = self._max_sum / self._steps
+        return {
+            "steps": self._steps,
+            "fused_mad": fused_mad,
+            "source_mad": source_mad,
+            "ratio": fused_mad / source_mad if source_mad > 0 else nan,
+            "explained_ratio": fused_mad / max_mad if max_mad > 0 else nan,
+        }

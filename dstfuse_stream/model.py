@@ -1,10 +1,10 @@
 """The DSTFuse network: CST (style-transfer deblurring), fusion and mapping modules.
 
 Everything works on gray (Y) images shaped ``(B, 1, H, W)`` with values in ``[0, 1]``, for any
-``H x W`` (inputs are padded by edge replication to a multiple of 4 and the output is cropped
-back) and on any device (fixed kernels are buffers; nothing calls ``.cuda()``).
+``H x W`` (inputs are padded by edge replication to a multiple of ``config.size_multiple`` and the
+output is cropped back) and on any device (fixed kernels are buffers; nothing calls ``.cuda()``).
 
-Structure (paper section numbers in brackets; widths from :class:`DSTFuseConfig`):
+Structure (paper section numbers in brackets; widths and switches from :class:`DSTFuseConfig`):
 
 * :class:`CSTModule` [CST]: a two-stage auto-encoder. Stage 1 sees the visible image ``V``
   concatenated with ``D_S = S(I) + V`` (Sobel edges of the IR image added to the visible, Eq. 1);
@@ -14,25 +14,40 @@ Structure (paper section numbers in brackets; widths from :class:`DSTFuseConfig`
   blocks, skips first-last and second-second-last. ``reconstruct(x)`` is the auto-encoder path of the
   reconstruction stage; ``fuse(ir, vis)`` combines the deepest features with the attention rule of
   Eq. 6: ``phi = (phi_V + phi_I) + (phi_V + phi_I) * (1 - A(I))``.
-* :class:`MappingModule` [mapping]: ``O = (D2 + V) * A(I) + (F + V) * (1 - A(I))`` (Eq. 9), where
-  ``D2`` and ``F`` are the residuals that the CST and fusion modules add to ``V``; with their image
-  outputs ``D2' = D2 + V`` and ``F' = F + V`` this is ``O = D2' * A(I) + F' * (1 - A(I))``.
-* :class:`DSTFuse`: the inference graph ``forward(ir, vis) -> fused``.
+* :class:`MappingModule` [mapping]: ``O = (D2 + V) * A + (F + V) * (1 - A)`` (Eq. 9), where ``D2`` and
+  ``F`` are the residuals that the CST and fusion modules add to ``V``; with their image outputs
+  ``D2' = D2 + V`` and ``F' = F + V`` this is ``O = D2' * A + F' * (1 - A)``.
+* :class:`DSTFuse`: the inference graph ``forward(ir, vis) -> fused`` (and :meth:`DSTFuse.intermediates`).
 
 Deviations from the authors' partial code (NaNagi2020/DSTFuse), each for a stated reason:
 
-* Residual outputs are ``sigmoid(d + logit(x))`` instead of ``sigmoid(d + x)``: with ``d = 0`` the
-  block is the identity, so a barely trained network already returns its input rather than a
-  contrast-compressed copy (``sigmoid(x)`` maps ``[0, 1]`` into ``[0.5, 0.73]``).
-* The attention map is computed at full resolution and average-pooled by 4 to the feature map,
+* Residual outputs are ``sigmoid(d + logit(x))`` (``residual="logit"``, the ``paper``/``lite`` presets)
+  instead of ``sigmoid(d + x)``: with ``d = 0`` the block is the identity rather than a
+  contrast-compressed copy. The ``stream`` preset's CST adds a plain ``x + d`` (``"linear"``): the
+  logit form's gradient vanishes in dark pixels (``sigmoid'`` of ``logit(0.02)`` is 0.02), where night
+  visible images live.
+* The attention maps are computed at full resolution (average-pooled to the feature map for Eq. 6)
   instead of interpolated to a square ``size`` (the authors' code only worked for square input).
 * The Sobel magnitude ``|Gx| + |Gy|`` uses kernels normalised by 1/8, so edges lie in ``[0, 1]``
   and ``D_S`` in ``[0, 2]`` without the authors' extra sigmoid.
 * Convs pad by edge replication (valid for any size, including 1-pixel-wide feature maps).
 * Eq. 9 is applied to the modules' image outputs, which already contain ``+ V`` (their residual
   connection), so ``O`` is a per-pixel convex blend in ``[0, 1]``. The authors' code added ``V`` a
-  second time and squashed with ``sigmoid``, which maps ``[0, 2]`` into ``[0.5, 0.88]`` (never dark);
-  a learnt slope/offset on that sigmoid was tried here and flattened IR hot targets.
+  second time and squashed with ``sigmoid``, which maps ``[0, 2]`` into ``[0.5, 0.88]`` (never dark).
+
+The ``stream`` preset (the shipped default) adds, for CPU speed and for deblurring (measurements in
+``docs/training.md``):
+
+* ``pixel_unshuffle=2``: every module starts with a space-to-depth by 2 and ends with a
+  depth-to-space, so its convs run at 1/2, 1/4 and 1/8 resolution: 4x the receptive field per MAC
+  (a 21 px motion blur spans 3 px at the deepest level), at 2x the width of ``lite`` for the same MACs.
+* ``cst_ir_input``: stage 1 also sees the IR image itself (the Sobel magnitude loses edge polarity).
+* ``fusion_head="blend"``: the fusion decoder outputs two per-pixel weights that pick between the
+  two sources' base and detail bands (see :class:`FusionModule`): the output is built from the
+  sources' own pixels, so it cannot invent texture or amplify sensor grain, and the weights are smooth
+  decisions that can be made at a lower resolution (``DSTFuse.set_work_scale``).
+* ``attention_inputs="ir+vis+outputs"``: the mapping attention sees the visible input and both module
+  outputs besides the IR image; ``A(I)`` from IR alone cannot know where the *visible* image is blurred.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ Sub-commands::
 
     dstfuse-export onnx [--weights PATH | --preset lite] [--out-dir DIR] [--precision fp32 fp16] [--parity-data DIR]
     dstfuse-export tensorrt --onnx FILE | --weights PATH  [--method ort|torch-tensorrt] [--min/--opt/--max WxH or BxCxHxW]
+    dstfuse-export triton [--onnx FILE | --weights PATH] [--repo DIR] [--max-batch-size 8] [--kind KIND_GPU]
     dstfuse-export compare-cpu [--weights PATH | --preset lite] [--size WxH]
 
 User errors (missing file, bad shape, no GPU) print one line and exit with code 2.
@@ -55,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     trt_p.add_argument("--precision", choices=("fp32", "fp16"), default="fp16")
     trt_p.add_argument("--cache-dir", type=Path, default=None, help="engine cache (ort) (default: user cache)")
     trt_p.add_argument("--out", type=Path, default=Path("exported/dstfuse_trt.ep"), help="engine file (torch-tensorrt)")
+
+    tri_p = sub.add_parser("triton", help="an NVIDIA Triton model repository: ONNX + config.pbtxt (dynamic H/W)")
+    tri_src = tri_p.add_mutually_exclusive_group()
+    tri_src.add_argument("--onnx", type=Path, default=None, help="exported .onnx (default: export --weights, cached)")
+    tri_src.add_argument("--weights", type=Path, default=None, help="checkpoint (default: shipped weights)")
+    tri_p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="of the export (default fp32)")
+    tri_p.add_argument("--repo", type=Path, default=Path("exported/triton"), help="repository folder")
+    tri_p.add_argument("--name", default="dstfuse", help="model name (default dstfuse)")
+    tri_p.add_argument("--max-batch-size", type=int, default=8)
+    tri_p.add_argument("--instances", type=int, default=1, help="model instances per device")
+    tri_p.add_argument("--kind", choices=("KIND_GPU", "KIND_CPU"), default="KIND_GPU")
 
     cmp_p = sub.add_parser("compare-cpu", help="time ORT CPU vs torch CPU (decides backend 'auto' on CPU)")
     model_src = cmp_p.add_mutually_exclusive_group()
@@ -136,6 +148,20 @@ def _cmd_tensorrt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_triton(args: argparse.Namespace) -> int:
+    from .triton import write_triton_repository
+
+    if args.onnx is None:
+        from dstfuse_stream.backends.onnx_cache import get_or_export_onnx
+
+        args.onnx = get_or_export_onnx(args.weights, precision=args.precision)
+    model_dir = write_triton_repository(args.onnx, args.repo, name=args.name, max_batch_size=args.max_batch_size,
+                                        instances=args.instances, kind=args.kind)
+    print(f"Triton model repository {args.repo}: {model_dir / 'config.pbtxt'}, {model_dir / '1' / 'model.onnx'}")
+    print(f"serve it with: tritonserver --model-repository {args.repo}")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     import torch
 
@@ -169,5 +195,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:
         for name in ("dstfuse_export", "dstfuse_stream"):
             logging.getLogger(name).setLevel(logging.INFO)
-    commands = {"onnx": _cmd_onnx, "tensorrt": _cmd_tensorrt, "compare-cpu": _cmd_compare}
+    commands = {"onnx": _cmd_onnx, "tensorrt": _cmd_tensorrt, "triton": _cmd_triton, "compare-cpu": _cmd_compare}
     return run_command("dstfuse-export", commands[args.command], args)

@@ -328,6 +328,24 @@ def test_temporal_stability_hand_values():
     assert r["fused_mad"] == pytest.approx(0.15)
     assert r["source_mad"] == pytest.approx(0.075)
     assert r["ratio"] == pytest.approx(2.0)
+    assert r["explained_ratio"] == pytest.approx(1.5)  # 0.15 / max(0.1, 0.05)
+
+
+def test_temporal_explained_ratio_is_at_most_one_for_a_fixed_blend_and_flags_switching():
+    rng = np.random.default_rng(7)
+    irs, viss = rng.random((6, 8, 8)), rng.random((6, 8, 8))
+    w = rng.random((8, 8))  # a fixed per-pixel blend: never more change than the sources'
+    fixed, switching = M.TemporalStability(), M.TemporalStability()
+    for t in range(6):
+        fixed.update(irs[t], viss[t], w * irs[t] + (1 - w) * viss[t])
+        switching.update(irs[t], viss[t], irs[t] if t % 2 else viss[t])  # flips source every frame
+    assert fixed.result()["explained_ratio"] <= 1.0
+    # following the more dynamic source is not flicker: the old ratio exceeds 1, the explained one does not
+    follow = M.TemporalStability()
+    for t in range(6):
+        follow.update(np.full((4, 4), 0.2 * t), np.zeros((4, 4)), np.full((4, 4), 0.2 * t))
+    assert follow.result()["ratio"] == pytest.approx(2.0) and follow.result()["explained_ratio"] == pytest.approx(1.0)
+    assert switching.result()["explained_ratio"] > fixed.result()["explained_ratio"]
 
 
 # ---------------------------------------------------------------- pearson, grain, halo

@@ -123,3 +123,84 @@ def test_config_validation_and_roundtrip():
         get_config("huge")
     with pytest.raises(ConfigError, match="unknown DSTFuseConfig keys"):
         DSTFuseConfig.from_dict({"depth": 3})
+
+
+# ---------------------------------------------------------------- the stream preset
+@pytest.fixture()
+def stream_model():
+    torch.manual_seed(0)
+    return DSTFuse(get_config("stream")).eval()
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 97, 131), (2, 1, 64, 48), (1, 1, 1, 1), (1, 1, 3, 5)])
+def test_stream_forward_any_size_and_work_scale(stream_model, shape):
+    torch.manual_seed(1)
+    ir, vis = torch.rand(shape), torch.rand(shape)
+    for scale in (1.0, 0.5, 0.25):
+        with torch.inference_mode():
+            out = stream_model.set_work_scale(scale).intermediates(ir, vis)
+        assert all(t.shape == shape and 0.0 <= float(t.min()) and float(t.max()) <= 1.0 for t in out)
+    assert stream_model.size_multiple == 8
+
+
+def test_blend_head_is_made_of_the_sources_bands():
+    from dstfuse_stream.model import FusionModule
+
+    fusion = FusionModule(get_config("stream"))
+    torch.manual_seed(2)
+    ir, vis = torch.rand(1, 1, 24, 32), torch.rand(1, 1, 24, 32)
+    big = torch.full((1, 2, 24, 32), 30.0)
+    with torch.inference_mode():
+        torch.testing.assert_close(fusion.blend(ir, vis, -big), vis, atol=1e-6, rtol=0)  # weights ~0: the visible
+        torch.testing.assert_close(fusion.blend(ir, vis, big), ir, atol=1e-6, rtol=0)  # weights ~1: the IR
+        base_only = torch.cat([big[:, :1], -big[:, :1]], dim=1)  # IR base + visible detail
+        blur = fusion.bands(torch.cat([vis, ir], dim=1))
+        expected = blur[:, 1:] + (vis - blur[:, :1])
+        torch.testing.assert_close(fusion.blend(ir, vis, base_only), expected, atol=1e-6, rtol=0)
+        # the untrained head starts at the average of the sources (zero-initialised final conv)
+        torch.testing.assert_close(fusion.fuse(ir, vis), (ir + vis) / 2, atol=1e-6, rtol=0)
+        same = fusion.fuse(vis, vis)  # identical sources: any weights return the source
+    torch.testing.assert_close(same, vis, atol=1e-6, rtol=0)
+
+
+def test_stream_mapping_attention_sees_the_visible_and_the_paper_one_does_not(stream_model, lite_model):
+    torch.manual_seed(3)
+    ir, vis_a, vis_b = (torch.rand(1, 1, 32, 32) for _ in range(3))
+    d, f = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
+    with torch.inference_mode():
+        assert not torch.equal(stream_model.mapping.attention_map(ir, vis_a, d, f), stream_model.mapping.attention_map(ir, vis_b, d, f))
+        assert torch.equal(lite_model.mapping.attention_map(ir, vis_a, d, f), lite_model.mapping.attention_map(ir, vis_b, d, f))
+
+
+def test_work_scale_keeps_full_resolution_detail_and_rejects_the_residual_head(stream_model):
+    """At half scale the networks see a downsampled pair, but the blend and the CST correction are
+    applied to the full-resolution images: a 1-pixel checkerboard in both sources survives."""
+    y, x = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    checker = ((x + y) % 2).float()[None, None] * 0.5 + 0.25
+    with torch.inference_mode():
+        out = stream_model.set_work_scale(0.5).intermediates(checker, checker)
+    torch.testing.assert_close(out.fusion, checker, atol=1e-5, rtol=0)  # identical sources -> the source
+    with pytest.raises(ConfigError, match="blend"):
+        DSTFuse(get_config("lite")).set_work_scale(0.5)
+    with pytest.raises(ConfigError, match="work_scale"):
+        stream_model.set_work_scale(0.3)
+
+
+def test_gaussian_blur_preserves_constants_and_blurs_a_step():
+    from dstfuse_stream.model import GaussianBlur
+
+    blur = GaussianBlur(2.0)
+    const = torch.full((2, 2, 9, 11), 0.3)
+    torch.testing.assert_close(blur(const), const)
+    step = torch.zeros(1, 1, 5, 40)
+    step[..., 20:] = 1.0
+    out = blur(step)[0, 0, 2]
+    assert float(out[19]) < 0.5 < float(out[20]) and float(out[14]) > 0.0 and float(out[25]) < 1.0
+    assert "kernel" not in blur.state_dict()
+
+
+def test_old_lite_checkpoints_keep_their_parameter_names():
+    """New config fields default to the first release's architecture: same state_dict keys and shapes."""
+    names = {k: tuple(v.shape) for k, v in DSTFuse(get_config("lite")).state_dict().items()}
+    assert "cst.in_edges.0.0.weight" in names and "cst.edge_conv.0.weight" in names
+    assert names["fusion.trunk.out.1.0.weight"] == (1, 8, 3, 3)

@@ -115,7 +115,7 @@ def test_each_phase_updates_only_its_modules(tmp_path, epoch, changed):
 def test_overfitting_one_batch_lowers_each_phase_loss(tmp_path):
     # seeded and deterministic on CPU: fusion goes 0.643 -> 0.583 in 30 steps
     trainer = tiny_trainer(tmp_path, epochs=15, lr=1e-2, crop=16)
-    ir, vis, sharp = batch = trainer._to_device(next(trainer.sampler.batches(0)))
+    ir, vis, sharp, _ = batch = trainer._to_device(next(trainer.sampler.batches(0)))
     losses = [trainer.train_step(3, *batch)["fusion"] for _ in range(30)]
     assert losses[-1] < 0.93 * losses[0], losses
     # mapping: learns at least as good a blend as the best constant attention on this batch
@@ -224,11 +224,12 @@ def test_crop_sampler_is_deterministic_per_epoch_and_keeps_sharp_visible():
     again = list(s.batches(0))
     assert all(np.array_equal(x, y) for b1, b2 in zip(e0, again) for x, y in zip(b1, b2))
     assert not np.array_equal(e0[0][0], next(s.batches(1))[0])
-    ir, vis_in, sharp = e0[0]
+    ir, vis_in, sharp, mask = e0[0]
     assert not np.allclose(vis_in, sharp) and vis_in.std() < sharp.std()
+    assert np.array_equal(mask, np.ones_like(mask))  # every crop blurred, none partially
     no_blur = CropSampler(pairs, crop_size=16, batch_size=2, degradation=Degradation(blur_prob=0.0), seed=4)
-    _, vis_in, sharp = next(no_blur.batches(0))
-    assert np.array_equal(vis_in, sharp)
+    _, vis_in, sharp, mask = next(no_blur.batches(0))
+    assert np.array_equal(vis_in, sharp) and not mask.any()
 
 
 # ---------------------------------------------------------------- CLI
@@ -289,13 +290,16 @@ def test_partial_blur_leaves_part_of_the_crop_sharp_and_dark_lowers_the_mean():
                        degradation=Degradation(blur_prob=1.0, blur_lengths=(9, 9)))
     part = CropSampler(synthetic_pairs(1), crop_size=64, batch_size=1,
                        degradation=Degradation(blur_prob=1.0, blur_lengths=(9, 9), partial_prob=1.0))
-    changed_full = np.abs(full.degrade(sharp, np.random.default_rng(1)) - sharp) > 1e-3
-    changed_part = np.abs(part.degrade(sharp, np.random.default_rng(1)) - sharp) > 1e-3
-    assert changed_full.mean() > 0.9
+    full_in, full_mask = full.degrade(sharp, np.random.default_rng(1))
+    part_in, part_mask = part.degrade(sharp, np.random.default_rng(1))
+    changed_full, changed_part = np.abs(full_in - sharp) > 1e-3, np.abs(part_in - sharp) > 1e-3
+    assert changed_full.mean() > 0.9 and np.array_equal(full_mask, np.ones_like(full_mask))
     assert 0.05 < changed_part.mean() < 0.8  # a soft region is blurred, the rest stays exactly sharp
+    assert part_mask[changed_part].mean() > 0.5 > part_mask[~changed_part].mean()  # the mask says where
     dark = CropSampler(synthetic_pairs(1), crop_size=64, batch_size=1,
                        degradation=Degradation(blur_prob=0.0, dark_prob=1.0, dark_gain=(0.5, 0.5)))
-    assert dark.degrade(sharp, np.random.default_rng(1)).mean() == pytest.approx(0.5 * sharp.mean(), abs=1e-6)
+    dark_in, dark_mask = dark.degrade(sharp, np.random.default_rng(1))
+    assert dark_in.mean() == pytest.approx(0.5 * sharp.mean(), abs=1e-6) and not dark_mask.any()
 
 
 def test_video_pair_roots_give_every_nth_frame(tmp_path):
@@ -323,12 +327,12 @@ def test_recipes_choose_what_the_losses_call_v(tmp_path):
     for recipe in ("paper", "degradation"):
         trainer = tiny_trainer(tmp_path / recipe, epochs=15, recipe=recipe)
         trainer.sampler.degradation = Degradation(blur_prob=1.0, blur_lengths=(9, 9))
-        ir, vis, sharp = trainer._to_device(next(trainer.sampler.batches(0)))
+        ir, vis, sharp, _ = trainer._to_device(next(trainer.sampler.batches(0)))
         assert not torch.equal(vis, sharp)
         losses[recipe] = trainer.train_step(3, ir, vis, sharp)["fusion"]  # the loss before the update
     check = tiny_trainer(tmp_path / "check", epochs=15)
     check.sampler.degradation = Degradation(blur_prob=1.0, blur_lengths=(9, 9))
-    ir, vis, sharp = check._to_device(next(check.sampler.batches(0)))
+    ir, vis, sharp, _ = check._to_device(next(check.sampler.batches(0)))
     with torch.no_grad():
         fused = check.model.fusion.fuse(ir, vis)
         assert losses["degradation"] == pytest.approx(float(fusion_loss(fused, ir, sharp)), rel=1e-5)
@@ -367,3 +371,47 @@ def test_blend_head_preset_has_no_reconstruction_stage(tmp_path):
                       tmp_path, device="cpu", progress=False)
     terms = trainer.train_step(0, *trainer._to_device(next(sampler.batches(0))))
     assert set(terms) == {"cst", "fusion", "logit_penalty"}
+
+
+def test_attention_weight_teaches_the_mapping_where_the_input_is_blurred(tmp_path):
+    trainer = tiny_trainer(tmp_path, epochs=15, lr=1e-2, crop=32, attention_weight=1.0)
+    trainer.sampler.degradation = Degradation(blur_prob=1.0, blur_lengths=(7, 7), partial_prob=1.0)
+    ir, vis, sharp, mask = batch = trainer._to_device(next(trainer.sampler.batches(0)))
+    first = trainer.train_step(10, *batch)
+    assert set(first) == {"mapping", "attention"}
+    for _ in range(60):
+        last = trainer.train_step(10, *batch)
+    assert last["attention"] < 0.8 * first["attention"]
+    model = trainer.model
+    with torch.no_grad():
+        deblurred, fused = model.cst(ir, vis).stage2, model.fusion.fuse(ir, vis)
+        att = model.mapping.attention_map(ir, vis, deblurred, fused)
+    assert float(att[mask > 0.9].mean()) > float(att[mask < 0.1].mean())  # higher where blurred
+
+
+def test_recipe_runs_stages_in_order_inits_from_earlier_ones_and_skips_finished(tmp_path):
+    from dstfuse_train.card import build_recipe_card
+    from dstfuse_train.recipe import STREAM_STAGES, Stage, run_recipe, stage_command
+
+    for k, p in enumerate(synthetic_pairs(4)):
+        write_pair(tmp_path / "d" / "ir", tmp_path / "d" / "vi", f"{k}.png", p.ir, p.vis)
+    tiny = ("--preset", "lite", "--crop", "32", "--batch-size", "2", "--max-side", "0", "--device", "cpu", "--no-progress",
+            "--recon-epochs", "0", "--fusion-epochs", "0")
+    stages = (
+        Stage("a", (*tiny, "--epochs", "1", "--cst-epochs", "1")),
+        Stage("b", (*tiny, "--epochs", "1", "--cst-epochs", "0"), after=("a",), init=(("cst", "a"),)),
+    )
+    out = tmp_path / "recipe"
+    walls = run_recipe(stages, out, [str(tmp_path / "d")])
+    assert list(walls) == ["a", "b"] and all(v > 0 for v in walls.values())
+    a, b = (load_checkpoint(out / n / "last.pt")["state_dict"] for n in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("cst."))  # b started from a's CST, trained only mapping
+    assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("mapping."))
+    assert run_recipe(stages, out, [str(tmp_path / "d")]) == {"a": 0.0, "b": 0.0}  # finished stages are skipped
+    card = build_recipe_card([out / "a", out / "b"], out / "b" / "last.pt")
+    assert [s["run"] for s in card["stages"]] == ["a", "b"] and card["total_steps"] == 4
+    # the shipped recipe: CST curriculum from one direction to all, mapping after both modules
+    names = [s.name for s in STREAM_STAGES]
+    assert names == ["fusion", "cst_p1", "cst_p2", "cst_p3", "cst_p4", "mapping"]
+    cmd = stage_command(STREAM_STAGES[-1], out, ["D"])
+    assert f"cst={out / 'cst_p4' / 'last.pt'}" in cmd and f"fusion={out / 'fusion' / 'last.pt'}" in cmd

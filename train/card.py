@@ -23,7 +23,7 @@ from dstfuse_stream.checkpoint import file_sha256, load_checkpoint
 from dstfuse_stream.errors import DSTFuseError
 from .trainer import read_loss_log
 
-__all__ = ["phase_summary", "build_card", "main"]
+__all__ = ["phase_summary", "run_summary", "build_card", "build_recipe_card", "main"]
 
 
 def phase_summary(records: Sequence[dict[str, Any]], *, window: int = 10) -> list[dict[str, Any]]:
@@ -50,22 +50,40 @@ def phase_summary(records: Sequence[dict[str, Any]], *, window: int = 10) -> lis
     return out
 
 
-def build_card(run: str | os.PathLike[str], weights: str | os.PathLike[str], *, note: str | None = None) -> dict[str, Any]:
-    run, weights = Path(run), Path(weights)
+def _machine(config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "device": config["device"],
+        "torch_threads": config["train"]["num_threads"],
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def run_summary(run: str | os.PathLike[str]) -> dict[str, Any]:
+    """What one training run did: command, data, configs, steps, wall time, losses per epoch and phase."""
+    run = Path(run)
     config = json.loads((run / "config.json").read_text())
     ckpt = load_checkpoint(run / "last.pt")
     history = ckpt["history"]
-    records = read_loss_log(run / "loss_log.jsonl")
-    release = load_checkpoint(weights)
     return {
-        "weights": weights.name,
-        "sha256": file_sha256(weights),
-        "size_bytes": weights.stat().st_size,
-        "model_config": release["config"],
+        "run": run.name,
         "train_command": config["command"],
+        "resume_commands": config.get("resume_commands", []),
         "data_roots": config["data"],
         "num_pairs_after_dedup": config["num_pairs"],
-        "dropped_duplicates": release.get("dropped_duplicates"),
         "train_config": config["train"],
         "steps_per_epoch": config["steps_per_epoch"],
         "epochs_completed": ckpt["epoch"],
@@ -74,28 +92,58 @@ def build_card(run: str | os.PathLike[str], weights: str | os.PathLike[str], *, 
         "per_epoch_mean_losses": [
             {"epoch": h["epoch"], "phase": h["phase"], **{k: round(v, 5) for k, v in h["terms"].items()}} for h in history
         ],
-        "per_phase_losses": phase_summary(records),
-        "machine": {
-            "device": config["device"],
-            "torch_threads": config["train"]["num_threads"],
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        },
+        "per_phase_losses": phase_summary(read_loss_log(run / "loss_log.jsonl")),
+        "machine": _machine(config),
+    }
+
+
+def _release(weights: Path) -> dict[str, Any]:
+    release = load_checkpoint(weights)
+    return {
+        "weights": weights.name,
+        "sha256": file_sha256(weights),
+        "size_bytes": weights.stat().st_size,
+        "model_config": release["config"],
+        "dropped_duplicates": release.get("dropped_duplicates"),
+    }
+
+
+def build_card(run: str | os.PathLike[str], weights: str | os.PathLike[str], *, note: str | None = None) -> dict[str, Any]:
+    """The card of weights made by one run (``run`` folder)."""
+    summary = run_summary(run)
+    summary.pop("run")
+    return {**_release(Path(weights)), **summary, "note": note}
+
+
+def build_recipe_card(
+    runs: Sequence[str | os.PathLike[str]], weights: str | os.PathLike[str], *, note: str | None = None
+) -> dict[str, Any]:
+    """The card of weights made by several runs (a :mod:`~.recipe`): one summary per run, in order,
+    and the total number of steps and of wall seconds."""
+    stages = [run_summary(r) for r in runs]
+    return {
+        **_release(Path(weights)),
+        "recipe": "python -m dstfuse_train.recipe",
+        "total_steps": sum(s["global_steps"] for s in stages),
+        "total_wall_time_s": round(sum(s["wall_time_s"] or 0.0 for s in stages), 1),
+        "stages": stages,
         "note": note,
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dstfuse_train.card", description="Write a training card JSON for released weights.")
-    p.add_argument("--run", required=True, help="run folder (config.json, last.pt, loss_log.jsonl)")
+    p.add_argument("--run", required=True, nargs="+", help="run folder(s) (config.json, last.pt, loss_log.jsonl); "
+                   "several = the stages of a recipe, in order")
     p.add_argument("--weights", required=True, help="released checkpoint")
     p.add_argument("--out", required=True, help="card JSON path")
     p.add_argument("--note", default=None)
     args = p.parse_args(argv)
     try:
-        card = build_card(args.run, args.weights, note=args.note)
+        if len(args.run) == 1:
+            card = build_card(args.run[0], args.weights, note=args.note)
+        else:
+            card = build_recipe_card(args.run, args.weights, note=args.note)
     except (DSTFuseError, FileNotFoundError, KeyError) as exc:
         print(f"card: error: {exc}", file=sys.stderr)
         return 2

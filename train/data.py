@@ -197,13 +197,13 @@ def soft_ellipse_mask(size: int, rng: np.random.Generator) -> np.ndarray:
     cy, cx = rng.uniform(0.2, 0.8, 2) * size
     ry, rx = rng.uniform(0.25, 0.5, 2) * size
     mask = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0).astype(np.float32)
-    return cv2.GaussianBlur(mask, (0, 0), size / 24.0)
+    return np.clip(cv2.GaussianBlur(mask, (0, 0), size / 24.0), 0.0, 1.0)
 
 
 class CropSampler:
     """Deterministic epoch-wise batches of augmented crops drawn from in-memory pairs.
 
-    ``batches(epoch)`` yields ``(ir, vis_input, vis_sharp)`` float32 arrays ``(B, 1, S, S)``. The RNG
+    ``batches(epoch)`` yields ``(ir, vis_input, vis_sharp, blur_mask)`` float32 arrays ``(B, 1, S, S)``. The RNG
     is seeded by ``(seed, epoch)`` only, so an epoch replays identically (exact ``--resume``).
     Each epoch draws ``crops_per_image`` crops from every pair, shuffled, in batches of
     ``batch_size`` (the last, smaller batch is dropped unless it is the only one).
@@ -236,16 +236,22 @@ class CropSampler:
         n = len(self.pairs) * self.crops_per_image
         return max(1, n // self.batch_size)
 
-    def degrade(self, sharp: np.ndarray, rng: np.random.Generator, epoch: int = 0) -> np.ndarray:
-        """The visible input made from a sharp float32 crop, as :attr:`degradation` says."""
+    def degrade(self, sharp: np.ndarray, rng: np.random.Generator, epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``(vis_input, blur_mask)`` made from a sharp float32 crop, as :attr:`degradation` says.
+
+        ``blur_mask`` (float32, same shape) is 1 where the input is motion-blurred, 0 where it is
+        sharp, soft at the edge of a partial blur: the target of the mapping attention.
+        """
         d = self.degradation
         vis_in = sharp
+        mask = np.zeros_like(sharp)
         if rng.random() < d.blur_prob:
             lo = d.blur_lengths[0]
             hi = max(lo, d.max_length(epoch))
             length = 2 * int(rng.integers(lo // 2, hi // 2 + 1)) + 1
             angle = float(rng.uniform(0.0, 180.0)) if d.angles is None else float(d.angles[rng.integers(len(d.angles))])
             blurred = motion_blur(sharp, length, angle)
+            mask = np.ones_like(sharp)
             if rng.random() < d.partial_prob:
                 mask = soft_ellipse_mask(sharp.shape[0], rng)
                 blurred = mask * blurred + (1.0 - mask) * sharp
@@ -253,10 +259,10 @@ class CropSampler:
         if rng.random() < d.dark_prob:
             gain = float(rng.uniform(*d.dark_gain))
             vis_in = low_light(vis_in, gain, float(rng.uniform(0.0, d.noise_std)), rng)
-        return np.ascontiguousarray(vis_in, dtype=np.float32)
+        return np.ascontiguousarray(vis_in, dtype=np.float32), np.ascontiguousarray(mask, dtype=np.float32)
 
-    def sample(self, index: int, rng: np.random.Generator, epoch: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One augmented crop of pair ``index``: ``(ir, vis_input, vis_sharp)`` float32 ``(S, S)``."""
+    def sample(self, index: int, rng: np.random.Generator, epoch: int = 0) -> tuple[np.ndarray, ...]:
+        """One augmented crop of pair ``index``: ``(ir, vis_input, vis_sharp, blur_mask)`` float32 ``(S, S)``."""
         pair = self.pairs[index]
         ir, vis = random_crop_pair(pair.ir, pair.vis, self.crop_size, rng)
         if rng.random() < 0.5:
@@ -265,9 +271,11 @@ class CropSampler:
             ir, vis = ir[::-1], vis[::-1]
         ir = np.ascontiguousarray(ir, dtype=np.float32) / np.float32(255.0)
         sharp = np.ascontiguousarray(vis, dtype=np.float32) / np.float32(255.0)
-        return ir, self.degrade(sharp, rng, epoch), sharp
+        vis_in, mask = self.degrade(sharp, rng, epoch)
+        return ir, vis_in, sharp, mask
 
-    def batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def batches(self, epoch: int) -> Iterator[tuple[np.ndarray, ...]]:
+        """Batches ``(ir, vis_input, vis_sharp, blur_mask)``, each float32 ``(B, 1, S, S)``."""
         rng = np.random.default_rng([self.seed, epoch])
         order = np.repeat(np.arange(len(self.pairs)), self.crops_per_image)
         rng.shuffle(order)
@@ -275,4 +283,4 @@ class CropSampler:
         for s in range(steps):
             idx = order[s * self.batch_size : (s + 1) * self.batch_size]
             samples = [self.sample(int(i), rng, epoch) for i in idx]
-            yield tuple(np.stack([smp[k] for smp in samples])[:, None] for k in range(3))  # type: ignore[misc]
+            yield tuple(np.stack([smp[k] for smp in samples])[:, None] for k in range(4))

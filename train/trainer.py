@@ -41,6 +41,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from dstfuse_stream.backends.torch_backend import resolve_device
@@ -85,6 +86,7 @@ class TrainConfig:
     max_side: int | None = 640
     channels_last: bool = False
     grad_clip: float | None = None
+    attention_weight: float = 0.0
     seed: int = 0
     num_threads: int = 2
     max_minutes: float | None = None
@@ -106,6 +108,8 @@ class TrainConfig:
             raise ConfigError(f"mapping_lr: expected > 0 or None (= lr), got {self.mapping_lr}")
         if self.recipe not in RECIPES:
             raise ConfigError(f"recipe: expected one of {list(RECIPES)}, got {self.recipe!r}")
+        if self.attention_weight < 0:
+            raise ConfigError(f"attention_weight: expected >= 0, got {self.attention_weight}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"grad_clip: expected > 0 or None, got {self.grad_clip}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -314,11 +318,14 @@ class Trainer:
                 raise CheckpointError(f"init {name} from {str(path)!r}: weights do not match this model ({exc})") from exc
             logger.info("initialised module %s from %s", name, path)
 
-    def train_step(self, epoch: int, ir: torch.Tensor, vis: torch.Tensor, sharp: torch.Tensor) -> dict[str, float]:
+    def train_step(
+        self, epoch: int, ir: torch.Tensor, vis: torch.Tensor, sharp: torch.Tensor, blur_mask: torch.Tensor | None = None
+    ) -> dict[str, float]:
         """One optimisation step of every module active in ``epoch``; returns the loss terms.
 
         ``vis`` is the network's (degraded) visible input, ``sharp`` the undegraded crop; the recipe
-        decides which of the two the losses call ``V``.
+        decides which of the two the losses call ``V``. ``blur_mask`` (1 where ``vis`` is blurred)
+        supervises the mapping attention when ``attention_weight > 0``.
         """
         phases = phase_modules(self.config, epoch)
         self._set_modes(phases)
@@ -342,7 +349,12 @@ class Trainer:
             with torch.no_grad():
                 deblurred = model.cst(ir, vis).stage2
                 fused = model.fusion.fuse(ir, vis)
-            losses["mapping"] = mapping_loss(model.mapping(ir, vis, deblurred, fused), ir, target)
+            att = model.mapping.attention_map(ir, vis, deblurred, fused)
+            losses["mapping"] = mapping_loss(deblurred * att + fused * (1.0 - att), ir, target)
+            if self.config.attention_weight and blur_mask is not None:
+                losses["attention"] = self.config.attention_weight * F.binary_cross_entropy(
+                    att.clamp(1e-4, 1 - 1e-4), blur_mask
+                )
         active = [name for name in MODULES if phases[name]]
         if not losses:
             return {}

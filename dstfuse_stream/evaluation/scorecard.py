@@ -141,6 +141,9 @@ def _temporal_rows(clips: dict, video: dict) -> list[Row]:
         others = ", ".join(f"{m} {fmt(x['ratio'])}" for m, x in res.items() if m != "dstfuse")
         rows.append(Row("criterion", f"temporal ratio, {seq}", r, f"<= {TEMPORAL_MAX}", _ok(r, lambda x: x <= TEMPORAL_MAX),
                         f"{res['dstfuse']['frames']} frames; {others}"))
+        e = res["dstfuse"].get("explained_ratio", float("nan"))
+        rows.append(Row("info", f"temporal explained ratio (own flicker if > 1), {seq}", e, "<= 1", None,
+                        ", ".join(f"{m} {fmt(x.get('explained_ratio', float('nan')))}" for m, x in res.items() if m != "dstfuse")))
     for seq, res in video.items():
         rows.append(Row("info", f"temporal ratio, video {seq} (first {VIDEO_FRAMES} frames, {VIDEO_MAX_SIZE} px)",
                         res["dstfuse"]["ratio"], f"<= {TEMPORAL_MAX}", None,

@@ -93,7 +93,8 @@ def run_temporal_eval(
     finally:
         close_all(method_list)
     rows = [{"sequence": s, "method": m, **r} for s, res in summary.items() for m, r in res.items()]
-    write_csv(out / "temporal.csv", rows, ("sequence", "method", "frames", "steps", "fused_mad", "source_mad", "ratio", "attention_mean"))
+    write_csv(out / "temporal.csv", rows,
+              ("sequence", "method", "frames", "steps", "fused_mad", "source_mad", "ratio", "explained_ratio", "attention_mean"))
     (out / "temporal.md").write_text(temporal_report(summary, stride=stride, max_size=max_size))
     return summary
 
@@ -105,8 +106,11 @@ def temporal_report(summary: dict[str, dict[str, dict[str, float]]], *, stride: 
     lines = []
     for seq, res in summary.items():
         lines += [f"### Temporal stability, {seq} ({step}, {shape}, 8-bit luma)", "",
-                  "MAD = mean |frame t - frame t-1|; ratio = MAD fused / MAD sources (1: the fused video changes as "
-                  "much as its inputs; > 1: added flicker).", ""]
-        lines.append(markdown_table(["method", "frames", "MAD fused", "MAD sources", "ratio"],
-                                    [[m, r["frames"], fmt(r["fused_mad"]), fmt(r["source_mad"]), fmt(r["ratio"])] for m, r in res.items()]))
+                  "MAD = mean |frame t - frame t-1|; ratio = MAD fused / MAD sources (mean of the two; 1: the fused "
+                  "video changes as much as its inputs); explained = MAD fused / mean pixel-wise max of the two "
+                  "sources' changes (<= 1 for any fixed blend of the sources; > 1: flicker of the method's own; "
+                  "`dstfuse_stream.metrics.TemporalStability`).", ""]
+        lines.append(markdown_table(["method", "frames", "MAD fused", "MAD sources", "ratio", "explained"],
+                                    [[m, r["frames"], fmt(r["fused_mad"]), fmt(r["source_mad"]), fmt(r["ratio"]),
+                                      fmt(r.get("explained_ratio", float("nan")))] for m, r in res.items()]))
     return "\n".join(lines) + "\n"
