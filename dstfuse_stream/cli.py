@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "measured on the first frame; int8 needs 'dstfuse-export int8' once")
     model.add_argument("--work-scale", default="auto", choices=("auto", "1", "0.5", "0.25"),
                        help="resolution the networks run at, relative to the frame; their decisions are applied to the "
-                       "full-resolution frames (auto: 0.5 where the model supports it, else 1)")
+                       "full-resolution frames (auto: 0.5 where the model supports it, else 1; default %(default)s)")
     model.add_argument("--threads", type=_positive_int, help="CPU threads of the backend (default: the usable cores)")
     model.add_argument("--concurrent-frames", type=_positive_int, default=1,
                        help="frames fused at once, each on its own backend with threads/N threads (default 1: lowest latency)")

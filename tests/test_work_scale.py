@@ -26,7 +26,7 @@ from dstfuse_stream.metrics import psnr
 #: The stream preset's structure (pixel-unshuffle, blend head) at a few channels: quick to export.
 TINY_BLEND = DSTFuseConfig(
     name="tiny-blend", widths=(4, 4, 4), num_res_blocks=0, kernel_size=3, attention_width=4, pixel_unshuffle=2,
-    residual="linear", cst_ir_input=True, fusion_head="blend", attention_inputs="ir+vis+outputs",
+    residual="linear", cst_ir_input=True, fusion_head="blend", mapping="before_fusion",
 )
 
 

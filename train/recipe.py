@@ -18,6 +18,10 @@ Stages (``STREAM_STAGES``; every flag is visible there and in ``docs/training.md
 3. ``mapping``: CST and fusion frozen (loaded with ``--init``), the mapping attention learns where
    the visible input is blurred (paper mapping loss + ``--attention-weight`` x BCE against the blur mask).
 
+The shipped ``dstfuse_stream.pt`` came from exactly these stages (run one by one; its card lists every
+command), except that ``cst_d`` was stopped after 8 of its 10 epochs (lr already at 5e-5 on its cosine
+schedule) by a machine restart, and ``mapping`` started from that checkpoint.
+
 A stage whose run folder already holds a finished ``last.pt`` is skipped, so an interrupted recipe
 continues where it stopped (an unfinished stage resumes with ``--resume``). ``--scale`` multiplies
 every stage's ``--crops-per-image`` (e.g. 0.01 for a smoke test; tests use it).
@@ -92,8 +96,8 @@ STREAM_STAGES: tuple[Stage, ...] = (
     Stage("cst_d", (*_CST, "--epochs", "10", "--cst-epochs", "10", "--crop", "128", "--lr", "5e-4", "--blur-lengths", "5", "21",
                     "--lr-schedule", "cosine"),
           after=("cst_c",), init=(("cst", "cst_c"),)),
-    Stage("mapping", (*_COMMON, "--epochs", "2", "--fusion-epochs", "0", "--cst-epochs", "0", "--crop", "160",
-                      "--crops-per-image", "2", "--lr", "1e-3", "--lr-schedule", "cosine", "--attention-weight", "0.1",
+    Stage("mapping", (*_COMMON, "--epochs", "8", "--fusion-epochs", "0", "--cst-epochs", "0", "--crop", "160",
+                      "--crops-per-image", "2", "--lr", "2e-3", "--lr-schedule", "cosine", "--attention-weight", "0.5",
                       "--blur-prob", "0.7", "--blur-lengths", "5", "21", "--partial-blur-prob", "0.5", "--dark-prob", "0"),
           after=("fusion_ft", "cst_d"), init=(("cst", "cst_d"), ("fusion", "fusion_ft"))),
 )
