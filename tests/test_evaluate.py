@@ -237,3 +237,28 @@ def test_halo_crops_centre_on_the_overshoot_then_on_strong_edges():
     assert len(halo_crop_centres(ir, vis, ir, 2, crop=24)) == 2  # no overshoot: strongest edges instead
     panel = halo_crop_panel(ir, vis, {"ringing": fused, "plain": ir}, count=2, crop=24)
     assert panel.shape[1] == 4 * 48 + 3 * 2 and panel.ndim == 3  # IR, visible, 2 methods; 2x enlarged
+
+
+def test_network_method_runs_at_the_requested_work_scale(tmp_path):
+    """``--work-scale 0.5`` scores what ``Fuser()`` runs: the model's half-scale path, not full scale."""
+    import torch
+
+    from dstfuse_stream import DSTFuse, get_config
+    from dstfuse_stream.evaluation.methods import DSTFuseMethod
+
+    torch.manual_seed(0)
+    model = DSTFuse(get_config("stream")).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # the blend head starts at zero: give the networks something to decide
+            p.add_(0.1 * torch.randn_like(p))
+    weights = save_checkpoint(tmp_path / "s.pt", model, epoch=0)
+    ir, vis = textured((48, 64), 1), textured((48, 64), 2)
+    full = DSTFuseMethod(weights=str(weights)).fuse(ir, vis).fused
+    half = MethodSpec(("dstfuse",), weights=str(weights), work_scale=0.5).network().fuse(ir, vis).fused
+    with torch.inference_mode():
+        x = [torch.from_numpy(a.astype(np.float32) / 255.0)[None, None] for a in (ir, vis)]
+        expected = model.set_work_scale(0.5)(*x)[0, 0].numpy()
+    np.testing.assert_allclose(half.astype(np.float32) / 255.0, expected, atol=1 / 255 + 1e-6)
+    assert np.abs(half.astype(int) - full.astype(int)).max() > 0
+    with pytest.raises(ConfigError):
+        DSTFuseMethod(DSTFuse(get_config("lite")), work_scale=0.5)

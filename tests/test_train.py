@@ -11,6 +11,7 @@ import torch
 
 from dstfuse_stream import DSTFuse, get_config, load_model
 from dstfuse_stream.checkpoint import load_checkpoint
+from dstfuse_stream.config import DEFAULT_PRESET
 from dstfuse_stream.errors import ConfigError, SourceError, StreamMismatchError
 from dstfuse_train.cli import main as train_main
 from dstfuse_train.data import CropSampler, Degradation, PairImage, load_pairs, random_crop_pair
@@ -268,9 +269,13 @@ def test_shipped_weights_match_their_training_card():
     card = json.loads(card_path.read_text())
     assert file_sha256(path) == card["sha256"]
     ckpt = load_checkpoint(path)  # weights_only=True
-    assert "optimizers" not in ckpt and ckpt["epoch"] == card["epochs_completed"] == card["train_config"]["epochs"]
-    assert [p["phase"] for p in card["per_phase_losses"]][-1] == "mapping"  # the mapping phase was trained
-    assert load_model().config == get_config("lite")
+    last = card["stages"][-1] if "stages" in card else card  # a recipe card: one summary per stage, in order
+    assert "optimizers" not in ckpt and ckpt["epoch"] == last["epochs_completed"] == last["train_config"]["epochs"]
+    assert [p["phase"] for p in last["per_phase_losses"]][-1] == "mapping"  # the mapping phase was trained
+    assert card["model_config"] == ckpt["config"] and load_model().config == get_config(DEFAULT_PRESET)
+    if "stages" in card:
+        assert card["total_steps"] == sum(s["global_steps"] for s in card["stages"])
+        assert all(s["train_command"].startswith("dstfuse-train ") for s in card["stages"])
 
 
 # ---------------------------------------------------------------- degradation-aware recipe

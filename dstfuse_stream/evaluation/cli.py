@@ -43,6 +43,8 @@ def _model_options(p: argparse.ArgumentParser, *, out: str = "outputs/eval") -> 
     p.add_argument("--device", default="cpu", help="torch device for DSTFuse (cpu, cuda, auto)")
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="torch threads for DSTFuse (default 1: fastest on a busy 2-core machine)")
+    p.add_argument("--work-scale", type=float, default=1.0, choices=(1.0, 0.5, 0.25),
+                   help="resolution DSTFuse's networks run at (0.5 = what Fuser() runs for the stream preset; default 1)")
     p.add_argument("--out", default=out, metavar="DIR", help=f"output folder (default {out})")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
 
@@ -126,7 +128,7 @@ def _check(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace, out: Path) -> str:
     spec = MethodSpec(tuple(getattr(args, "methods", ())), parse_fused_dirs(getattr(args, "fused_dir", [])),
-                      weights=args.weights, device=args.device, threads=args.threads)
+                      weights=args.weights, device=args.device, threads=args.threads, work_scale=args.work_scale)
     if args.command == "scorecard":
         run_scorecard(out, data_root=args.data, spec=spec)
         return (out / "scorecard.md").read_text()

@@ -117,19 +117,30 @@ class DSTFuseMethod(Method):
 
     Pass a loaded ``model`` or a checkpoint path ``weights`` (``None``: the shipped default weights).
     ``threads`` sets torch's intra-op threads until :meth:`close` (``None``: leave as is); 1 is the
-    fastest on a 2-core machine that also trains (more threads wait on each other).
+    fastest on a 2-core machine that also trains (more threads wait on each other). ``work_scale``
+    (1, 0.5, 0.25): the resolution the networks run at (:meth:`DSTFuse.set_work_scale`; ``Fuser()``'s
+    default on a model with the blend head is 0.5).
     """
 
     kind = "network"
 
     def __init__(
-        self, model=None, *, weights: str | None = None, device: str = "cpu", threads: int | None = None, name: str = "dstfuse"
+        self,
+        model=None,
+        *,
+        weights: str | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+        name: str = "dstfuse",
+        work_scale: float = 1.0,
     ) -> None:
         import torch
 
         self.name = name
         if model is None:
             model = _load_model(weights, device)
+        if work_scale != 1.0:  # what Fuser(work_scale=...) runs; raises ConfigError for models without it
+            model = model.set_work_scale(work_scale)
         self.model = model.eval()
         self._threads_before = torch.get_num_threads()
         if threads is not None:
@@ -291,6 +302,7 @@ class MethodSpec:
         device: torch device for ``dstfuse`` (``cpu``, ``cuda``, ``auto``).
         threads: torch intra-op threads while the evaluation runs (``None``: leave as is).
         model: an already loaded network (used instead of ``weights``).
+        work_scale: resolution the network runs at (1, 0.5, 0.25; see :class:`DSTFuseMethod`).
     """
 
     names: Sequence[str] = METHOD_NAMES
@@ -299,10 +311,12 @@ class MethodSpec:
     device: str = "cpu"
     threads: int | None = 1
     model: Any = None
+    work_scale: float = 1.0
 
     def network(self) -> DSTFuseMethod:
         """The network alone."""
-        return DSTFuseMethod(self.model, weights=self.weights, device=self.device, threads=self.threads)
+        return DSTFuseMethod(self.model, weights=self.weights, device=self.device, threads=self.threads,
+                             work_scale=self.work_scale)
 
     def create(self) -> list[Method]:
         """The methods, network first, then folders, then baselines (``names`` order within)."""
