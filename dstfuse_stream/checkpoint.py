@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 ARCH = "dstfuse"
 #: File name (inside ``dstfuse_stream/weights``) of the checkpoint loaded when no path is given.
-DEFAULT_WEIGHTS = "dstfuse_lite.pt"
+DEFAULT_WEIGHTS = "dstfuse_stream.pt"
 _REQUIRED_KEYS = ("arch", "config", "state_dict")
 
 
