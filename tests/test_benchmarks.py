@@ -404,3 +404,19 @@ def test_cli_missing_real_clip_is_reported_as_skipped(tmp_path):
     assert code == 0
     (clip,) = json.loads((out / "results.json").read_text())["pipeline"]
     assert clip["status"] == "skipped" and "not found" in clip["reason"]
+
+
+def test_fast_guided_upsample_keeps_constants_and_reproduces_a_linear_function_of_the_guide():
+    import torch
+    import torch.nn.functional as F
+
+    from dstfuse_bench.work_scale_fidelity import fast_guided_upsample
+
+    torch.manual_seed(0)
+    guide = torch.rand(1, 1, 32, 48)
+    guide_low = F.avg_pool2d(guide, 2)
+    const = torch.full_like(guide_low, 0.3)
+    torch.testing.assert_close(fast_guided_upsample(guide_low, const, guide, 2, 1e-3), torch.full_like(guide, 0.3))
+    # src = 0.5 * guide + 0.1 at low resolution -> the same linear map of the full-resolution guide
+    out = fast_guided_upsample(guide_low, 0.5 * guide_low + 0.1, guide, 2, 1e-8)
+    torch.testing.assert_close(out, 0.5 * guide + 0.1, atol=1e-3, rtol=0)
