@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dstfuse_stream.cliutil import OneLineArgumentParser, arg_type, one_line, run_command, say
+from dstfuse_stream.cliutil import OneLineArgumentParser, arg_type, import_deferring_sigint, one_line, run_command, say
 from dstfuse_stream.errors import DSTFuseError, StreamMismatchError
 
 # Only the standard library and two small modules above are imported with this module (numpy, cv2
@@ -256,6 +256,7 @@ def run_cli(argv: list[str] | None = None, *, fuser: Any = None) -> int:
     """:func:`main` with an optional ready-made ``fuser`` (a backend object) replacing ``--backend``
     (tests, embedding)."""
     try:
+        import_deferring_sigint("numpy", "cv2", "av")  # a Ctrl-C inside their C start-up would be an ImportError
         return _run_cli(list(sys.argv[1:] if argv is None else argv), fuser)
     except KeyboardInterrupt:  # Ctrl-C before the graceful handlers are installed, or a second one
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -327,6 +328,7 @@ def _open(args: argparse.Namespace, backend: Any) -> tuple[Any, list[Any], Any]:
         owned.append(timing_log)
         settings = {"homography": homography, "output": "gray" if args.gray else "bgr", "ir_range": args.ir_range}
         if backend is None:
+            import_deferring_sigint("torch", "onnxruntime")
             fuser = Fuser(args.weights, args.backend, args.device, args.precision, work_scale=args.work_scale,
                           threads=args.threads, concurrent_frames=args.concurrent_frames, **settings)
         else:

@@ -12,14 +12,19 @@ has gone (``dstfuse-stream ... | head -1``).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 from dstfuse_stream.errors import DSTFuseError
 
-__all__ = ["run_command", "arg_type", "one_line", "say", "OneLineArgumentParser", "EXIT_USER_ERROR", "MAX_MESSAGE_CHARS"]
+__all__ = ["run_command", "arg_type", "one_line", "say", "OneLineArgumentParser", "sigint_deferred", "import_deferring_sigint",
+           "EXIT_USER_ERROR", "MAX_MESSAGE_CHARS"]
 
 EXIT_USER_ERROR = 2
 #: longest error line printed; longer messages (a library's multi-line text inside ours) are cut
@@ -74,3 +79,35 @@ def arg_type(parse: Callable[[str], T]) -> Callable[[str], T]:
 
     convert.__name__ = getattr(parse, "__name__", "value")
     return convert
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise :class:`KeyboardInterrupt`.
+
+    A KeyboardInterrupt raised while a C extension initialises (numpy, OpenCV, PyAV, torch) can surface
+    as an unrelated ``ImportError`` with a page of advice; importing them with SIGINT held turns a Ctrl-C
+    during start-up into the CLI's one line and exit code 130. Only in the main thread (elsewhere
+    signals cannot be handled); a SIGINT that was ignored stays ignored.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def import_deferring_sigint(*modules: str) -> None:
+    """Import ``modules`` (missing ones are skipped: their users report them) with Ctrl-C held."""
+    with sigint_deferred():
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass

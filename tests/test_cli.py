@@ -208,3 +208,23 @@ def test_real_video_pair(shared_data, tmp_path, weights):
     s = json.loads((tmp_path / "fused.summary.json").read_text())
     assert s["config"]["sources"]["ir"]["fps"] == pytest.approx(30) and s["summary"]["pairing"] == "index"
 
+
+
+def test_sigint_deferred_holds_ctrl_c_until_the_block_ends():
+    """A Ctrl-C while C extensions import would surface as an ImportError: it is held, then raised."""
+    import os
+    import signal
+
+    from dstfuse_stream.cliutil import sigint_deferred
+
+    before = signal.getsignal(signal.SIGINT)
+    reached_end_of_block = False
+    with pytest.raises(KeyboardInterrupt):
+        with sigint_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs between bytecodes: give it a chance inside the block
+                pass
+            reached_end_of_block = True
+    assert reached_end_of_block and signal.getsignal(signal.SIGINT) is before
+    with sigint_deferred():  # no signal: nothing raised
+        pass

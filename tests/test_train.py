@@ -11,7 +11,7 @@ import torch
 
 from dstfuse_stream import DSTFuse, get_config, load_model
 from dstfuse_stream.checkpoint import load_checkpoint
-from dstfuse_stream.config import DEFAULT_PRESET
+from dstfuse_stream.config import DEFAULT_PRESET, DSTFuseConfig
 from dstfuse_stream.errors import ConfigError, SourceError, StreamMismatchError
 from dstfuse_train.cli import main as train_main
 from dstfuse_train.data import CropSampler, Degradation, PairImage, load_pairs, random_crop_pair
@@ -420,3 +420,38 @@ def test_recipe_runs_stages_in_order_inits_from_earlier_ones_and_skips_finished(
     assert names == ["fusion", "fusion_ft", "cst_a", "cst_b", "cst_c", "cst_d", "mapping"]
     cmd = stage_command(STREAM_STAGES[-1], out, ["D"])
     assert f"cst={out / 'cst_d' / 'last.pt'}" in cmd and f"fusion={out / 'fusion_ft' / 'last.pt'}" in cmd
+
+
+# ---------------------------------------------------------------- work-scale consistency (distill)
+def test_distill_consistency_loss_is_zero_at_full_scale_for_the_teacher_and_trains_the_half_scale_path():
+    import copy
+
+    from dstfuse_train.distill import consistency_loss
+
+    torch.manual_seed(0)
+    cfg = DSTFuseConfig(name="tiny-blend", widths=(4, 4, 4), num_res_blocks=0, kernel_size=3, attention_width=4,
+                        pixel_unshuffle=2, residual="linear", cst_ir_input=True, fusion_head="blend", mapping="before_fusion")
+    teacher = DSTFuse(cfg).eval()
+    with torch.no_grad():
+        for p in teacher.parameters():  # the blend head starts at zero: give every conv something to decide
+            p.add_(0.3 * torch.randn_like(p))
+    student = copy.deepcopy(teacher)
+    for name, p in student.named_parameters():
+        p.requires_grad_(name.startswith("fusion."))
+    ir, vis = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        target = teacher(ir, vis)
+    loss, l1_half, l1_full = consistency_loss(student, target, ir, vis)
+    assert float(l1_full) == 0.0 and float(l1_half) > 0.0 and student.work_scale == 1.0
+    loss.backward()
+    grads = {n: p.grad for n, p in student.named_parameters()}
+    assert all(g is None for n, g in grads.items() if not n.startswith("fusion."))
+    assert any(g is not None and float(g.abs().sum()) > 0 for n, g in grads.items() if n.startswith("fusion."))
+    opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=1e-2)
+    first = float(l1_half)
+    for _ in range(30):
+        opt.zero_grad()
+        loss, l1_half, _ = consistency_loss(student, target, ir, vis)
+        loss.backward()
+        opt.step()
+    assert float(l1_half) < 0.95 * first  # the half-scale path moves toward the teacher
