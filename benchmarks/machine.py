@@ -6,7 +6,6 @@ import os
 import platform
 import sys
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 __all__ = ["cpu_model", "load_average", "machine_info", "package_versions"]
@@ -16,13 +15,9 @@ _PACKAGES = ("torch", "onnxruntime", "av", "numpy", "opencv-python-headless", "o
 
 def cpu_model() -> str:
     """CPU model name from ``/proc/cpuinfo`` (Linux), else :func:`platform.processor`."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    from dstfuse_stream.backends.precision import cpu_features
+
+    return cpu_features().model
 
 
 def load_average() -> list[float] | None:

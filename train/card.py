@@ -62,14 +62,10 @@ def _machine(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
+def _cpu_model() -> str:
+    from dstfuse_stream.backends.precision import cpu_features
+
+    return cpu_features().model
 
 
 def run_summary(run: str | os.PathLike[str]) -> dict[str, Any]:
