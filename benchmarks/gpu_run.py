@@ -72,6 +72,7 @@ DEVICE: dict[str, Any] = {
     "device": "cuda", "compile_backend": "inductor", "seed": 0, "carry": str(REPO_ROOT / ".carry"),
     "child_margin_s": 5.0, "grace_s": 20.0, "min_stage_s": 15.0,
     "probe_copy_mib": 2048, "probe_matmul_n": 8192,
+    "probe_hang_s": 0.0,  # fault injection for tests: the probe sleeps this long (a stage that overruns its deadline)
     "model_blocks": [  # in order of importance: what the time does not reach is reported as skipped
         {"sizes": ["640x512"], "batches": [1], "models": _MODELS, "variants": _ALL_EAGER},
         {"sizes": ["1280x1024"], "batches": [1], "models": _MODELS, "variants": _CL_EAGER},

@@ -131,6 +131,8 @@ def stage_probe(ctx: StageContext) -> None:
     ctx.record("facts", facts)
     s = ctx.settings
     ctx.record("ceilings", measure_ceilings(ctx.device, copy_mib=s["probe_copy_mib"], matmul_n=s["probe_matmul_n"]))
+    if s.get("probe_hang_s"):
+        time.sleep(float(s["probe_hang_s"]))
 
 
 # ---------------------------------------------------------------------------------------------- tests
