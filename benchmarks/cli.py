@@ -61,7 +61,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_REAL_CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sequences" / "m3svd_0111_1716"
 
 FULL: dict[str, Any] = {
-    "presets": "lite,paper",
+    "presets": "stream,lite,paper",
     "backends": "torch,torch-compile,onnx-t1,onnx-t2,torch-cuda,onnx-cuda,tensorrt",
     "resolutions": "320x256,640x512,1280x1024",
     "warmup": 2,
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-case-s", type=float, help="stop timing a case after this many seconds once --min-iters are done (full: 20)")
     p.add_argument("--skip-over-s", type=float, default=None,
                    help="skip a case predicted (from the previous size) to need more seconds than this")
-    p.add_argument("--weights", help="checkpoint to time for its preset (default: shipped lite weights when present)")
+    p.add_argument("--weights", help="checkpoint to time for its preset (default: the shipped weights, for their preset)")
     p.add_argument("--random-weights", action="store_true", help="random-init weights for every preset")
     p.add_argument("--no-model", action="store_true", help="skip the model-only section")
     p.add_argument("--no-pipeline", action="store_true", help="skip the end-to-end section")
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real-frames", type=int, help="frames of the real clip to fuse (0: skip; full: 20)")
     p.add_argument("--pipeline-backend", default="auto", choices=list(BACKEND_SPECS),
                    help="backend of the end-to-end runs (default auto: what dstfuse-stream uses by default)")
-    p.add_argument("--pipeline-preset", default="lite", choices=sorted(PRESETS), help="preset of the end-to-end runs")
+    p.add_argument("--pipeline-preset", default="stream", choices=sorted(PRESETS), help="preset of the end-to-end runs")
     p.add_argument("--model-iters", type=int, help="timed model-only calls before and after the end-to-end runs (full: 5)")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="torch.set_num_threads for the whole run (default: torch's default, one per core)")

@@ -299,7 +299,7 @@ def test_quick_settings_and_overrides():
     assert s["resolutions"] == [(64, 48), (128, 96)]
     full = resolve_settings(build_parser().parse_args([]))
     assert full["resolutions"] == [(320, 256), (640, 512), (1280, 1024)]
-    assert set(full["presets"]) == {"lite", "paper"}
+    assert set(full["presets"]) == {"stream", "lite", "paper"}
 
 
 @pytest.mark.parametrize(
