@@ -260,5 +260,7 @@ def test_network_method_runs_at_the_requested_work_scale(tmp_path):
         expected = model.set_work_scale(0.5)(*x)[0, 0].numpy()
     np.testing.assert_allclose(half.astype(np.float32) / 255.0, expected, atol=1 / 255 + 1e-6)
     assert np.abs(half.astype(int) - full.astype(int)).max() > 0
+    DSTFuseMethod(model, work_scale=0.25)
+    assert model.work_scale == 0.5  # the model passed in keeps its own scale
     with pytest.raises(ConfigError):
         DSTFuseMethod(DSTFuse(get_config("lite")), work_scale=0.5)

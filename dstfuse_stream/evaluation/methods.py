@@ -140,7 +140,9 @@ class DSTFuseMethod(Method):
         if model is None:
             model = _load_model(weights, device)
         if work_scale != 1.0:  # what Fuser(work_scale=...) runs; raises ConfigError for models without it
-            model = model.set_work_scale(work_scale)
+            from dstfuse_stream.backends.work_scale import with_work_scale
+
+            model = with_work_scale(model, work_scale)  # a copy: a model passed in is not changed
         self.model = model.eval()
         self._threads_before = torch.get_num_threads()
         if threads is not None:
