@@ -35,7 +35,7 @@ from dstfuse_stream.cliutil import run_command
 
 from .data import CropSampler, Degradation, load_pairs
 
-__all__ = ["consistency_loss", "evaluate", "export_distilled", "main"]
+__all__ = ["consistency_loss", "teacher_outputs", "evaluate", "export_distilled", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +53,24 @@ def consistency_loss(student, teacher_fused, ir, vis, *, scale: float = 0.5):
     return l1_half + l1_full, l1_half, l1_full
 
 
-def evaluate(student, teacher, frames, *, scale: float = 0.5) -> dict[str, float]:
-    """Min and mean PSNR (dB) on full frames: student@scale vs student@1, and vs the teacher@1."""
+def teacher_outputs(teacher, frames) -> list[np.ndarray]:
+    """The teacher's full-resolution fused luma of each ``(ir, vis)`` frame (computed once per run)."""
+    import torch
+
+    with torch.inference_mode():
+        return [teacher.set_work_scale(1.0)(ir, vis)[0, 0].numpy() for ir, vis in frames]
+
+
+def evaluate(student, frames, references, *, scale: float = 0.5) -> dict[str, float]:
+    """Min and mean PSNR (dB) on full frames: student@scale vs student@1, and vs the teacher@1
+    (``references``: :func:`teacher_outputs` of the same frames)."""
     import torch
 
     from dstfuse_stream.metrics import psnr
 
     own, vs_teacher, full_vs_teacher = [], [], []
     with torch.inference_mode():
-        for ir, vis in frames:
-            teacher.set_work_scale(1.0)
-            t = teacher(ir, vis)[0, 0].numpy()
+        for (ir, vis), t in zip(frames, references):
             student.set_work_scale(1.0)
             s1 = student(ir, vis)[0, 0].numpy()
             student.set_work_scale(scale)
@@ -168,8 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                               degradation=Degradation(blur_prob=0.5, blur_lengths=(5, 21), partial_prob=0.5, dark_prob=0.0),
                               seed=args.seed)
         frames = _frames(Path(args.data_root), per_clip=3)
+        references = teacher_outputs(teacher, frames)
         log = (out / "log.jsonl").open("a")
-        record = {"step": 0, **evaluate(student, teacher, frames)}
+        record = {"step": 0, **evaluate(student, frames, references)}
         log.write(json.dumps(record) + "\n")
         log.flush()
         logger.info("start: %s", record)
@@ -191,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if step % args.eval_every == 0:
                     student.eval()
                     record = {"step": step, "epoch": epoch, "wall_s": round(time.monotonic() - t0, 1),
-                              "l1_half": float(l1_half.detach()), "l1_full": float(l1_full.detach()), **evaluate(student, teacher, frames)}
+                              "l1_half": float(l1_half.detach()), "l1_full": float(l1_full.detach()), **evaluate(student, frames, references)}
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                     logger.info("%s", record)
