@@ -328,7 +328,7 @@ def _open(args: argparse.Namespace, backend: Any) -> tuple[Any, list[Any], Any]:
         owned.append(timing_log)
         settings = {"homography": homography, "output": "gray" if args.gray else "bgr", "ir_range": args.ir_range}
         if backend is None:
-            import_deferring_sigint("torch", "onnxruntime")
+            import_deferring_sigint("torch", *(("onnxruntime",) if args.backend != "torch" else ()))
             fuser = Fuser(args.weights, args.backend, args.device, args.precision, work_scale=args.work_scale,
                           threads=args.threads, concurrent_frames=args.concurrent_frames, **settings)
         else:
