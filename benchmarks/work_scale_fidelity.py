@@ -5,6 +5,8 @@ work scale 1 of the same weights, for the model as it runs and for variants that
 
 * ``attention 0``: the mapping attention held at 0 at both scales (no CST path): what is left is the
   fusion module's blend maps, decided at half resolution;
+* ``bilinear (no upsampler)``: the blend maps' logits upsampled bilinearly only, without the model's
+  learned :class:`~dstfuse_stream.model.BlendMapUpsampler` (what the model did before it had one);
 * ``bicubic``: the blend maps' logits upsampled bicubically instead of bilinearly;
 * ``guided G rR eE``: the blend weights upsampled by a fast guided filter (He & Sun 2015; ``a``, ``b``
   fitted at half resolution, applied to the full-resolution guide ``G`` = IR, visible or their mean).
@@ -55,6 +57,7 @@ def variants_for_pair(model, ir, vis) -> dict[str, float]:
     import torch.nn.functional as F
 
     from dstfuse_stream.metrics import psnr
+    from dstfuse_stream.model import pad_to_multiple
 
     def fused(scale: float, zero_attention: bool = False) -> np.ndarray:
         model.set_work_scale(scale)
@@ -72,19 +75,19 @@ def variants_for_pair(model, ir, vis) -> dict[str, float]:
         out["as shipped"] = psnr(fused(0.5), reference)
         out["attention 0"] = psnr(fused(0.5, zero_attention=True), fused(1.0, zero_attention=True))
         # the half-scale path of DSTFuse.intermediates, with the blend maps' upsampling swapped
-        ir_l, vis_l = F.avg_pool2d(ir, 2), F.avg_pool2d(vis, 2)
-        deblurred_l = model.cst(ir_l, vis_l).stage2
-        att_l = model.mapping.attention_map(ir_l, vis_l, deblurred_l)
-        mapped_l = deblurred_l * att_l + vis_l * (1.0 - att_l)
-        mapped = vis + F.interpolate(mapped_l - vis_l, scale_factor=2, mode="bilinear", align_corners=False)
-        logits_l = model.fusion.maps(ir_l, mapped_l)
-        vis_b, ir_b = model.fusion.bands(torch.cat([mapped, ir], dim=1)).split(1, dim=1)
+        height, width = ir.shape[-2:]
+        ir_p, vis_p = (pad_to_multiple(x, model.size_multiple * 2) for x in (ir, vis))
+        low = model.reduced_scale(ir_p, vis_p, 2)
+        mapped, mapped_l, logits_l = low.fusion_vis, low.fusion_vis_low, low.logits_low
+        vis_b, ir_b = model.fusion.bands(torch.cat([mapped, ir_p], dim=1)).split(1, dim=1)
 
         def blend(weights) -> np.ndarray:
             w_base, w_detail = weights.clamp(0.0, 1.0).split(1, dim=1)
-            f = mapped + w_base * (ir_b - vis_b) + w_detail * ((ir - ir_b) - (mapped - vis_b))
-            return f.clamp(0.0, 1.0)[0, 0].numpy()
+            f = mapped + w_base * (ir_b - vis_b) + w_detail * ((ir_p - ir_b) - (mapped - vis_b))
+            return f.clamp(0.0, 1.0)[0, 0, :height, :width].numpy()
 
+        out["bilinear (no upsampler)"] = psnr(blend(torch.sigmoid(low.logits)), reference)
+        ir, ir_l = ir_p, F.avg_pool2d(ir_p, 2)
         out["bicubic"] = psnr(blend(torch.sigmoid(F.interpolate(logits_l, scale_factor=2, mode="bicubic",
                                                                 align_corners=False))), reference)
         weights_l = torch.sigmoid(logits_l)
@@ -125,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 scores.setdefault(name, []).append(value)
     print(f"{'variant (half scale vs full scale)':36s} PSNR mean  min   (n={len(scores['as shipped'])})")
     ranked = sorted(scores.items(), key=lambda kv: -float(np.mean(kv[1])))
-    for name in ["as shipped", "attention 0"] + [n for n, _ in ranked if n not in ("as shipped", "attention 0")][: args.top]:
+    fixed = ("as shipped", "attention 0", "bilinear (no upsampler)")
+    for name in [*fixed, *[n for n, _ in ranked if n not in fixed][: args.top]]:
         values = scores[name]
         print(f"{name:36s} {np.mean(values):6.2f} {np.min(values):6.2f}")
     return 0

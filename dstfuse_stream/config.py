@@ -59,6 +59,9 @@ class DSTFuseConfig:
             the CST output and both sources' Sobel magnitudes, blends the CST output into the
             visible image where that is blurred, ``V' = D2' A + V (1 - A)``, and the fusion module fuses
             ``V'`` with the IR image (so the restored content keeps the IR information).
+        upsampler_width: channels of the learned blend-map upsampler used at work scales below 1
+            (:class:`~dstfuse_stream.model.BlendMapUpsampler`, ``blend`` head only); 0 = plain
+            bilinear upsampling (checkpoints saved before it existed load as 0).
     """
 
     name: str = "paper"
@@ -72,6 +75,7 @@ class DSTFuseConfig:
     fusion_head: str = "residual"
     blend_sigma: float = 2.0
     mapping: str = "after_fusion"
+    upsampler_width: int = 0
 
     def __post_init__(self) -> None:
         widths = tuple(int(w) for w in self.widths)
@@ -89,6 +93,10 @@ class DSTFuseConfig:
         for field, allowed in (("residual", _RESIDUALS), ("fusion_head", _FUSION_HEADS), ("mapping", _MAPPINGS)):
             if getattr(self, field) not in allowed:
                 raise ConfigError(f"{field}: expected one of {list(allowed)}, got {getattr(self, field)!r}")
+        if self.upsampler_width < 0:
+            raise ConfigError(f"upsampler_width: expected >= 0, got {self.upsampler_width}")
+        if self.upsampler_width and self.fusion_head != "blend":
+            raise ConfigError(f"upsampler_width {self.upsampler_width}: needs fusion_head='blend', got {self.fusion_head!r}")
         if not self.blend_sigma > 0:
             raise ConfigError(f"blend_sigma: expected > 0, got {self.blend_sigma}")
 
@@ -122,6 +130,7 @@ PRESETS: dict[str, DSTFuseConfig] = {
     "stream": DSTFuseConfig(
         name="stream", widths=(16, 32, 64), num_res_blocks=1, kernel_size=3, attention_width=16,
         pixel_unshuffle=2, residual="linear", cst_ir_input=True, fusion_head="blend", mapping="before_fusion",
+        upsampler_width=8,
     ),
 }
 #: The preset of the shipped default weights.

@@ -58,26 +58,29 @@ def count_macs(model: nn.Module, *inputs_shape: tuple[int, ...], within: str | N
     return sum(sum(counts[k].values()) for k in outermost) // 2
 
 
-def model_stats(preset: str, *, size_wh: tuple[int, int]) -> dict[str, object]:
-    """Parameters (per module and total) and MACs of ``preset`` at ``size_wh``."""
-    model = DSTFuse(get_config(preset))
+def model_stats(preset: str, *, size_wh: tuple[int, int], work_scale: float = 1.0) -> dict[str, object]:
+    """Parameters (per module and total) and MACs of ``preset`` at ``size_wh``, its networks run at
+    ``work_scale`` (MACs of the blend-map upsampler counted only below 1, where it runs)."""
+    model = DSTFuse(get_config(preset)).set_work_scale(work_scale)
     shape = (1, 1, size_wh[1], size_wh[0])
-    tops = ("cst", "fusion", "mapping")
-    params = {top: count_params(getattr(model, top)) for top in tops}
+    tops = ("cst", "fusion", "mapping", "upsampler")
+    params = {top: count_params(getattr(model, top)) if getattr(model, top) is not None else 0 for top in tops}
     params["total"] = count_params(model)
-    macs = {top: count_macs(model, shape, shape, within=top) for top in tops}
+    macs = {top: count_macs(model, shape, shape, within=top) if params[top] else 0 for top in tops}
     macs["total"] = count_macs(model, shape, shape)
-    return {"preset": preset, "size_wh": size_wh, "params": params, "macs": macs}
+    return {"preset": preset, "size_wh": size_wh, "work_scale": work_scale, "params": params, "macs": macs}
 
 
 def _print_stats(args: argparse.Namespace) -> int:
-    rows = [model_stats(name, size_wh=args.size) for name in args.presets]
+    rows = [model_stats(name, size_wh=args.size, work_scale=args.work_scale) for name in args.presets]
     size = f"{args.size[0]}x{args.size[1]}"
-    print(f"{'preset':<7} {'params':>10} {'cst':>9} {'fusion':>9} {'mapping':>8} {'GMACs':>8}  (input {size})")
+    print(f"{'preset':<7} {'params':>10} {'cst':>9} {'fusion':>9} {'mapping':>8} {'upsampler':>9} {'GMACs':>8}  "
+          f"(input {size}, work scale {args.work_scale:g})")
     for r in rows:
         pr, mc = r["params"], r["macs"]
-        print(f"{r['preset']:<7} {pr['total']:>10,d} {pr['cst']:>9,d} {pr['fusion']:>9,d} {pr['mapping']:>8,d} "
-              f"{mc['total'] / 1e9:>8.2f}  (cst {mc['cst'] / 1e9:.2f}, fusion {mc['fusion'] / 1e9:.2f}, mapping {mc['mapping'] / 1e9:.3f})")
+        print(f"{r['preset']:<7} {pr['total']:>10,d} {pr['cst']:>9,d} {pr['fusion']:>9,d} {pr['mapping']:>8,d} {pr['upsampler']:>9,d} "
+              f"{mc['total'] / 1e9:>8.2f}  (cst {mc['cst'] / 1e9:.2f}, fusion {mc['fusion'] / 1e9:.2f}, mapping {mc['mapping'] / 1e9:.3f}, "
+              f"upsampler {mc['upsampler'] / 1e9:.3f})")
     return 0
 
 
@@ -86,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--presets", nargs="+", default=["paper", "lite"])
     p.add_argument("--size", type=arg_type(parse_size_wh), default=(640, 512), metavar="WxH",
                    help="input width x height (default 640x512)")
+    p.add_argument("--work-scale", type=float, default=1.0, choices=(1.0, 0.5, 0.25),
+                   help="resolution the networks run at (1, 0.5, 0.25; below 1 only for blend-head presets; default 1)")
     return run_command("model_stats", _print_stats, p.parse_args(argv))
 
 

@@ -138,6 +138,19 @@ def test_dstfuse_macs_scale_with_pixels_and_model_is_untouched(lite_model):
     assert count_params(lite_model) == sum(p.numel() for p in lite_model.parameters())
 
 
+def test_model_stats_counts_the_upsampler_only_below_work_scale_1():
+    from dstfuse_stream.model_stats import model_stats
+
+    full = model_stats("stream", size_wh=(64, 32))
+    half = model_stats("stream", size_wh=(64, 32), work_scale=0.5)
+    per_pixel = 4 * 8 * 9 + 8 * 8 * 9 + 8 * 2 * 9  # three 3x3 convs: 4 -> 8 -> 8 -> 2 channels
+    assert full["params"]["upsampler"] == half["params"]["upsampler"] == per_pixel + 8 + 8 + 2
+    assert full["macs"]["upsampler"] == 0 and half["macs"]["upsampler"] == per_pixel * 64 * 32
+    networks = ("cst", "fusion", "mapping")
+    assert all(full["macs"][m] == pytest.approx(4 * half["macs"][m], rel=0.05) for m in networks)
+    assert model_stats("lite", size_wh=(64, 32))["params"]["upsampler"] == 0
+
+
 # -- memory ------------------------------------------------------------------------------------
 
 

@@ -422,36 +422,71 @@ def test_recipe_runs_stages_in_order_inits_from_earlier_ones_and_skips_finished(
     assert f"cst={out / 'cst_d' / 'last.pt'}" in cmd and f"fusion={out / 'fusion_ft' / 'last.pt'}" in cmd
 
 
-# ---------------------------------------------------------------- work-scale consistency (distill)
-def test_distill_consistency_loss_is_zero_at_full_scale_for_the_teacher_and_trains_the_half_scale_path():
-    import copy
-
-    from dstfuse_train.distill import consistency_loss
-
+# ---------------------------------------------------------------- blend-map upsampler (distill)
+def _tiny_blend_model(**overrides):
     torch.manual_seed(0)
     cfg = DSTFuseConfig(name="tiny-blend", widths=(4, 4, 4), num_res_blocks=0, kernel_size=3, attention_width=4,
-                        pixel_unshuffle=2, residual="linear", cst_ir_input=True, fusion_head="blend", mapping="before_fusion")
-    teacher = DSTFuse(cfg).eval()
+                        pixel_unshuffle=2, residual="linear", cst_ir_input=True, fusion_head="blend", mapping="before_fusion",
+                        **overrides)
+    model = DSTFuse(cfg).eval()
     with torch.no_grad():
-        for p in teacher.parameters():  # the blend head starts at zero: give every conv something to decide
-            p.add_(0.3 * torch.randn_like(p))
-    student = copy.deepcopy(teacher)
-    for name, p in student.named_parameters():
-        p.requires_grad_(name.startswith("fusion."))
-    ir, vis = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+        for name, p in model.named_parameters():  # the blend head starts at zero: give every conv something to decide
+            if not name.startswith("upsampler."):
+                p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+def test_upsampler_starts_as_bilinear_and_distillation_trains_only_it_toward_full_resolution():
+    from dstfuse_train.distill import evaluate, train_upsampler, upsampler_example, with_upsampler
+
+    teacher = _tiny_blend_model()
+    student = with_upsampler(teacher, 4)
+    assert student.config.upsampler_width == 4 and teacher.upsampler is None
+    rng = np.random.default_rng(0)
+    images = [(rng.integers(0, 256, (40, 48), dtype=np.uint8), rng.integers(0, 256, (40, 48), dtype=np.uint8)) for _ in range(3)]
+    frames = [tuple(torch.from_numpy(x.astype(np.float32) / 255)[None, None] for x in pair) for pair in images]
+    with torch.no_grad():  # untrained upsampler = bilinear: identical outputs at every scale
+        for scale in (1.0, 0.5, 0.25):
+            for ir, vis in frames:
+                assert torch.equal(teacher.set_work_scale(scale)(ir, vis), student.set_work_scale(scale)(ir, vis))
+    before = evaluate(student, frames, scales=(0.5,))
+    example = upsampler_example(student, *images[0], 2)
+    assert example.shape == (5, 48, 48) and example.dtype == torch.float16  # padded to a multiple of 8 x 2
+    frozen = {k: v.clone() for k, v in student.state_dict().items() if not k.startswith("upsampler.")}
+    examples = [upsampler_example(student, ir, vis, 2) for ir, vis in images]
+    seen = []
+    train_upsampler(student, examples, steps=60, lr=1e-2, batch_size=2, crop=32, seed=0,
+                    on_eval=lambda step, loss: seen.append(step), eval_every=30)
+    after = evaluate(student, frames, scales=(0.5,))
+    assert seen == [30, 60]
+    assert all(torch.equal(v, student.state_dict()[k]) for k, v in frozen.items())  # nothing else moved
+    assert after["psnr_ws0.5_mean"] > before["psnr_ws0.5_mean"] + 0.5
+    with torch.no_grad():  # work scale 1 never uses it
+        for ir, vis in frames:
+            assert torch.equal(teacher.set_work_scale(1.0)(ir, vis), student.set_work_scale(1.0)(ir, vis))
+
+
+def test_distill_export_writes_a_release_checkpoint_with_the_upsampler(tmp_path):
+    import json
+
+    from dstfuse_stream.checkpoint import load_checkpoint, load_model, save_checkpoint
+    from dstfuse_train.distill import export_distilled, with_upsampler
+
+    teacher = _tiny_blend_model()
+    save_checkpoint(tmp_path / "teacher.pt", teacher, epoch=7, loss=0.25)
+    (tmp_path / "teacher.json").write_text(json.dumps({"preset": "tiny-blend"}))
+    run = tmp_path / "run"
+    run.mkdir()
+    student = with_upsampler(teacher, 4)
     with torch.no_grad():
-        target = teacher(ir, vis)
-    loss, l1_half, l1_full = consistency_loss(student, target, ir, vis)
-    assert float(l1_full) == 0.0 and float(l1_half) > 0.0 and student.work_scale == 1.0
-    loss.backward()
-    grads = {n: p.grad for n, p in student.named_parameters()}
-    assert all(g is None for n, g in grads.items() if not n.startswith("fusion."))
-    assert any(g is not None and float(g.abs().sum()) > 0 for n, g in grads.items() if n.startswith("fusion."))
-    opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=1e-2)
-    first = float(l1_half)
-    for _ in range(30):
-        opt.zero_grad()
-        loss, l1_half, _ = consistency_loss(student, target, ir, vis)
-        loss.backward()
-        opt.step()
-    assert float(l1_half) < 0.95 * first  # the half-scale path moves toward the teacher
+        student.upsampler.body[-1].bias.fill_(0.5)
+    save_checkpoint(run / "distilled.pt", student, epoch=60)
+    (run / "log.jsonl").write_text(json.dumps({"step": 0, "psnr_ws0.5_min": 30.0}) + "\n" + json.dumps({"step": 60, "wall_s": 3.0, "psnr_ws0.5_min": 38.0}) + "\n")
+    out = export_distilled(run, tmp_path / "teacher.pt")
+    ckpt = load_checkpoint(out)
+    assert ckpt["epoch"] == 7 and ckpt["config"]["upsampler_width"] == 4
+    card = json.loads((tmp_path / "teacher.json").read_text())
+    assert card["distill"]["steps_trained"] == 60 and card["distill"]["end"]["psnr_ws0.5_min"] == 38.0
+    assert card["model_config"]["upsampler_width"] == 4
+    model = load_model(out)
+    assert float(model.upsampler.body[-1].bias.detach()[0]) == 0.5
