@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--codec", default="auto",
                      help="video encoder; auto = libx264 (VP9 for .webm), mpeg4 when missing (default %(default)s)")
     out.add_argument("--crf", type=int, default=20, help="libx264 quality, lower is better (default %(default)s)")
+    out.add_argument("--tune", choices=("zerolatency", "none"), default="zerolatency",
+                     help="libx264 tuning: zerolatency = each frame encoded as it comes (nothing held back; larger "
+                     "files at the same CRF), none = x264 defaults (smaller files) (default %(default)s)")
     out.add_argument("--gray", action="store_true", help="write the fused luma only (default: keep visible colour)")
     model = p.add_argument_group("model")
     model.add_argument("--backend", default="auto", help="auto | torch | onnx | tensorrt (default %(default)s)")
@@ -150,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-frames", type=_positive_int, help="stop after this many fused frames")
     run.add_argument("--max-size", type=_positive_int, help="fuse at most this many pixels on the longer side")
     run.add_argument("--resize", type=arg_type(parse_size_wh), metavar="WxH", help="fuse at exactly this size")
+    run.add_argument("--writer-priority", choices=("idle", "normal"), default="idle",
+                     help="CPU priority of the output-encoding thread: idle = it uses the cores the fusion leaves "
+                     "free (Linux SCHED_IDLE), normal = it competes with the fusion (default %(default)s)")
     run.add_argument("--homography", help="3x3 IR->visible homography (.txt, .npy, .json) to warp IR onto visible")
     misc = p.add_argument_group("misc")
     misc.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -190,7 +196,8 @@ def _planned_outputs(args: argparse.Namespace) -> list[Any]:
 def _make_sinks(args: argparse.Namespace, *, fps: float) -> list[Any]:
     from dstfuse_stream.sinks import ImageFolderSink, VideoSink
 
-    video = {"fps": fps, "codec": args.codec, "crf": args.crf, "vfr": args.out_fps is None}
+    video = {"fps": fps, "codec": args.codec, "crf": args.crf, "tune": None if args.tune == "none" else args.tune,
+             "vfr": args.out_fps is None}
     sinks: list[Any] = []
     try:
         if args.out:
@@ -296,6 +303,7 @@ def _pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
         "tolerance_s": None if args.tolerance_ms is None else args.tolerance_ms / 1000.0,
         "queue_size": args.queue_size, "max_frames": args.max_frames, "resize_wh": args.resize, "max_size": args.max_size,
         "reconnect": args.reconnect, "progress": not args.no_progress and sys.stderr.isatty(),
+        "background_writer": args.writer_priority == "idle",
     }
 
 

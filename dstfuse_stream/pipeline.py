@@ -97,7 +97,7 @@ class FusionPipeline:
         self.writer = None
         if self.sinks or timing_log is not None:
             self.writer = FrameWriter(self.sinks, timing_log, self.stats, queue_size=cfg.queue_size, poll_s=cfg.poll_s,
-                                      failures=self._failures, on_error=self._stop.set)
+                                      failures=self._failures, on_error=self._stop.set, background=cfg.background_writer)
         self._pairer = StreamPairer(policy=self.pairing, tolerance_s=self.tolerance_s)
         self._state, self._stopped_by, self._iteration = "new", None, None
         #: the :class:`PipelineSummary` of the run, set when it ends (also when it raises)

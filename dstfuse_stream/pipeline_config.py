@@ -35,6 +35,10 @@ class PipelineConfig:
             stuck in a stalled stream is abandoned after it).
         writer_timeout_s: how long the shutdown waits for the writer to flush its queue.
         progress: show a tqdm progress bar (frames finished) on stderr.
+        background_writer: the writer thread (preview rendering, encoding, and the encoders' own
+            threads) runs at idle CPU priority (:func:`~dstfuse_stream.workers.run_in_background`): it
+            uses the cores the fusion leaves free instead of preempting it. The readers keep normal
+            priority: they feed the fusion. Off: the writer competes with the fusion as an equal.
     """
 
     sync: str = "auto"
@@ -50,6 +54,7 @@ class PipelineConfig:
     join_timeout_s: float = 1.0
     writer_timeout_s: float = 60.0
     progress: bool = False
+    background_writer: bool = True
 
     def __post_init__(self) -> None:
         resolve_sync(self.sync, live=False)

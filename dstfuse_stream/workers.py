@@ -17,6 +17,7 @@ most :data:`MAX_BACKOFF_S`); frames keep counting on from where the lost connect
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -38,6 +39,7 @@ __all__ = [
     "SYNC_MODES",
     "resolve_sync",
     "MAX_BACKOFF_S",
+    "run_in_background",
 ]
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,20 @@ logger = logging.getLogger(__name__)
 SYNC_MODES = ("auto", "lossless", "latest")
 #: longest wait between two reconnect attempts of a lost live source
 MAX_BACKOFF_S = 8.0
+
+
+def run_in_background() -> bool:
+    """Give the calling thread (and the threads it starts, e.g. an encoder's) idle priority, so it
+    runs on cores the fusion leaves free instead of preempting the fusion's threads (Linux
+    ``SCHED_IDLE``). The pipeline's writer does this when ``background_writer`` is on: a fusion thread
+    preempted by an encoder stalls its partner at the next barrier, so sharing the cores by time
+    slices costs more than the encoder's own CPU time. Returns ``False`` (and changes nothing) where
+    the OS has no such policy."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        return False
+    return True
 
 
 class _Sentinel:
@@ -145,7 +161,8 @@ class StopAwareQueue:
                 return self._q.get(timeout=self.poll_s)
             except queue.Empty:
                 if producer_alive is not None and not producer_alive() and self._q.empty():
-                    return END
+                    # a producer that saw the stop flag exits without END: that is a stop, not an end
+                    return STOPPED if self._stop.is_set() else END
         return STOPPED
 
     def drain(self) -> int:

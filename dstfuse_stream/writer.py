@@ -18,7 +18,7 @@ from dstfuse_stream.fuser import FusedFrame
 from dstfuse_stream.sinks import Sink, TimingLog
 from dstfuse_stream.stats import RunStats
 from dstfuse_stream.visualize import side_by_side
-from dstfuse_stream.workers import END, Failures, StopAwareQueue
+from dstfuse_stream.workers import END, Failures, StopAwareQueue, run_in_background
 
 __all__ = ["FrameWriter", "render"]
 
@@ -51,8 +51,10 @@ class FrameWriter:
         poll_s: float,
         failures: Failures,
         on_error: Callable[[], None],
+        background: bool = False,
     ) -> None:
         self.sinks = list(sinks)
+        self.background = background
         self.timing_log = timing_log
         self.stats = stats
         self.failures = failures
@@ -70,6 +72,8 @@ class FrameWriter:
         return self.queue.put(frame, consumer_alive=self._thread.is_alive)
 
     def _run(self) -> None:
+        if self.background:
+            run_in_background()
         try:
             while True:
                 item = self.queue.get()

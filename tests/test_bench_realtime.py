@@ -52,13 +52,17 @@ def test_fidelity_is_psnr_and_metric_change_against_the_reference():
 def test_stream_check_runs_the_pipeline_on_a_pairs_folder(tmp_path):
     clip = write_clip(tmp_path / "clip", 3)
     with Fuser(backend=Shift(0)) as fuser:
-        got = run_stream_check(fuser, clip, workdir=tmp_path / "work")
-    assert got["frames"] == 3 and got["size_wh"] == [64, 48]
-    assert got["ratio"] == pytest.approx(got["pipeline_fps"] / got["model_only_fps"])
+        got = run_stream_check(fuser, clip, workdir=tmp_path / "work", rounds=3)
+    assert got["frames"] == 3 and got["size_wh"] == [64, 48] and got["rounds"] == len(got["per_round"]) == 3
+    rounds = got["per_round"]
+    assert got["ratio"] == pytest.approx(np.median([r["pipeline_fps"] / r["model_only_fps"] for r in rounds]))
+    assert got["ratio_normal_io"] == pytest.approx(np.median([r["pipeline_fps_normal_io"] / r["model_only_fps"] for r in rounds]))
+    assert got["pipeline_fps"] == pytest.approx(np.median([r["pipeline_fps"] for r in rounds]))
     budget = got["cpu_ms_per_frame"]
     assert set(budget) == {"decode", "fuse", "encode_fused", "encode_preview"} and all(v >= 0 for v in budget.values())
     assert got["projected_ratio_idle"] == pytest.approx(budget["fuse"] / sum(budget.values()))
-    assert (tmp_path / "work" / "sample_fused.mp4").stat().st_size > 0 and (tmp_path / "work" / "sample_preview.mp4").is_file()
+    for io in ("idle", "normal"):  # both pipeline runs wrote their outputs
+        assert (tmp_path / "work" / f"sample_fused_{io}.mp4").stat().st_size > 0 and (tmp_path / "work" / f"sample_preview_{io}.mp4").is_file()
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ direct inference. Behaviour only: which frames were written, dropped, in which o
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -279,3 +280,58 @@ def test_validation_and_close_without_run():
     with FusionPipeline(ir, vis, MaxFuser(), sinks=[sink]):
         pass
     assert sink.closed and ir.closed and vis.closed
+
+
+class PolicySink(RecordingSink):
+    """Records the scheduling policy of the thread that writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.policies: set[int] = set()
+
+    def write(self, image, *, index=0, timestamp_s=None, name=None) -> None:
+        self.policies.add(os.sched_getscheduler(0))
+        super().write(image, index=index, timestamp_s=timestamp_s, name=name)
+
+
+class PolicySource(ListSource):
+    """Records the scheduling policy of the thread that reads."""
+
+    def frames(self):
+        self.policy = os.sched_getscheduler(0)
+        yield from super().frames()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="no SCHED_IDLE on this OS")
+@pytest.mark.parametrize("background", [True, False])
+def test_the_writer_runs_at_idle_priority_unless_turned_off_and_readers_never(background):
+    sources = [PolicySource([make(i) for i in range(3)], name=role) for role, make in (("ir", ir_frame), ("vis", vis_frame))]
+    sink = PolicySink()
+    before = os.sched_getscheduler(0)
+    with FusionPipeline(*sources, MaxFuser(), sinks=[sink], config=PipelineConfig(background_writer=background, **FAST)) as pipe:
+        summary = pipe.run()
+    expected = os.SCHED_IDLE if background else before
+    assert summary.frames_written == 3 and sink.pairs == [(i, i) for i in range(3)]
+    assert sink.policies == {expected} and [s.policy for s in sources] == [before, before]  # readers feed the fusion
+    assert os.sched_getscheduler(0) == before  # the fusing (calling) thread keeps its priority
+
+
+def test_a_reader_that_exits_on_a_stop_request_is_not_taken_for_the_end_of_its_stream():
+    """The race behind a Ctrl-C once reported as "streams differ in length": a reader whose put was
+    refused by the stop request exits without END; the consumer must then see a stop, not an end."""
+    from dstfuse_stream.workers import END, STOPPED, StopAwareQueue, StopSignal
+
+    stop = StopSignal()
+    q = StopAwareQueue(2, stop=stop, poll_s=0.01)
+    assert q.get(producer_alive=lambda: False) is END  # producer gone without a stop: its stream ended
+    stop.request()
+    assert q.put("frame") is False
+    assert q.get(producer_alive=lambda: False) is STOPPED
+    stop2 = StopSignal()
+    q2 = StopAwareQueue(2, stop=stop2, poll_s=0.01)
+
+    def alive_then_stopped() -> bool:
+        stop2.request()  # the stop request lands between the consumer's wait and its liveness check
+        return False
+
+    assert q2.get(producer_alive=alive_then_stopped) is STOPPED

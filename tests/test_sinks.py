@@ -52,6 +52,21 @@ def test_h264_mp4_with_odd_size_is_padded_and_decodes(tmp_path):
     assert sink.describe()["padded_to_even"] is True and sink.frames_written == 6
 
 
+@pytest.mark.parametrize("tune, b_frames", [("zerolatency", False), (None, True)])
+def test_zerolatency_is_the_default_and_encodes_without_b_frames(tmp_path, tune, b_frames):
+    path = tmp_path / "out.mp4"
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (64, 96), dtype=np.uint8)
+    kwargs = {} if tune == "zerolatency" else {"tune": tune}
+    with VideoSink(path, fps=30, **kwargs) as sink:
+        assert sink.tune == tune
+        for i in range(30):  # a moving texture: x264 uses B-frames where it may
+            sink.write(np.roll(base, 2 * i, axis=1), index=i)
+    with av.open(str(path)) as container:
+        types = [int(frame.pict_type) for frame in container.decode(video=0)]
+    assert len(types) == 30 and (3 in types) == b_frames  # 3 = AV_PICTURE_TYPE_B
+
+
 def test_codec_fallback_is_logged(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="dstfuse_stream.sinks"):
         sink = VideoSink(tmp_path / "out.mp4", codec="no-such-codec", fallback_codecs=("mpeg4",))
