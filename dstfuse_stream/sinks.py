@@ -136,8 +136,8 @@ def _prepare_parent(path: Path, label: str) -> None:
 
 def _to_i420(image: np.ndarray) -> np.ndarray:
     """An even-sided BGR or gray uint8 image as one planar I420 (yuv420p, BT.601 limited range)
-    array ``(3H/2, W)``: OpenCV's SIMD conversion, about 10x faster than PyAV's swscale here and closer
-    to the source after decoding (chroma averaged over each 2x2 block); gray gets neutral chroma."""
+    array ``(3H/2, W)``: OpenCV's SIMD conversion, much faster than PyAV's swscale and closer to the
+    source after decoding (chroma averaged over each 2x2 block); gray gets neutral chroma."""
     if image.ndim == 3:
         return cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
     h, w = image.shape

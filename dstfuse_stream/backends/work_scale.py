@@ -9,7 +9,7 @@ bakes it in (file name and ``work_scale`` metadata), so each scale has its own c
 ``"auto"`` (the default everywhere) is :data:`AUTO_WORK_SCALE` for a model that supports a reduced
 scale and 1 for one that does not (``set_work_scale`` raises for it). The rule is backed by the
 fidelity table of ``dstfuse-bench realtime`` (PSNR vs the full-resolution output on real frames,
-gate :data:`~dstfuse_stream.backends.precision.FIDELITY_GATE_DB`); docs/benchmarks.md.
+gate :data:`~dstfuse_stream.backends.precision.FIDELITY_GATE_DB`, and VIF/Qabf/SSIM within 1 %); docs/realtime.md.
 """
 
 from __future__ import annotations
