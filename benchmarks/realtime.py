@@ -251,14 +251,14 @@ def cpu_budget(fuser: Fuser, frames: list[tuple[np.ndarray, np.ndarray]], pairs:
     budget = {"decode": (c1 - c0) / n, "fuse": (c2 - c1) / n}
     for content in ("fused", "preview"):
         c3 = cpu_seconds()
-        with VideoSink(workdir / f"budget_{content}.mp4", fps=30.0) as sink:
+        with VideoSink(workdir / f"budget_{content}.mp4", fps=30.0, content=content) as sink:  # the sinks' default settings
             for i, f in enumerate(fused):
                 sink.write(f.fused if content == "fused" else side_by_side(f.ir, f.vis, f.fused), index=i)
         budget[f"encode_{content}"] = (cpu_seconds() - c3) / n
     return {k: v * 1e3 for k, v in budget.items()}
 
 
-def run_stream_check(fuser: Fuser, clip: Path, *, workdir: Path, rounds: int = 3) -> dict[str, Any]:
+def run_stream_check(fuser: Fuser, clip: Path, *, workdir: Path, rounds: int = 5) -> dict[str, Any]:
     """The streaming pipeline on the pairs folder ``clip`` (H.264 out + preview) vs model-only fps.
 
     Each of ``rounds`` rounds times one model-only pass over the clip's frames, then the pipeline with

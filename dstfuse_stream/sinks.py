@@ -156,7 +156,9 @@ class VideoSink(Sink):
         codec: encoder, or ``"auto"`` (H.264; VP9 for ``.webm``); ``fallback_codecs`` are tried in
             order when it is missing from the local FFmpeg. A codec the container cannot hold is a
             :class:`SinkError` here, before anything is written (:func:`~dstfuse_stream.videofile.choose_codec`).
-        crf, preset: libx264 quality and speed settings.
+        crf, preset: libx264 quality and speed settings; ``preset=None``: ``"veryfast"`` for the fused
+            output, ``"ultrafast"`` for a preview (three panels, 3x the pixels: a diagnostic view that
+            should not take CPU time from the fusion; larger files).
         tune: libx264 tuning; ``"zerolatency"`` (default, for live use): every frame is encoded when it
             is written (no lookahead, no B-frames), so nothing is held back inside the encoder and
             closing the file has no burst of buffered frames to encode; files are larger at the same
@@ -180,7 +182,7 @@ class VideoSink(Sink):
         codec: str = "auto",
         fallback_codecs: tuple[str, ...] = ("mpeg4",),
         crf: int = 20,
-        preset: str = "veryfast",
+        preset: str | None = None,
         tune: str | None = "zerolatency",
         vfr: bool = False,
     ) -> None:
@@ -196,7 +198,8 @@ class VideoSink(Sink):
         if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
             raise SinkError(f"{label}: fps must be a number in (0, {MAX_FPS:g}], got {fps}")
         self.fps = float(fps)
-        self.crf, self.preset, self.tune = crf, preset, tune
+        self.crf, self.tune = crf, tune
+        self.preset = preset if preset is not None else ("ultrafast" if self.content == "preview" else "veryfast")
         if self.path.is_dir():
             raise SinkError(f"{label}: is a folder (use a file name such as out.mp4, or an image-folder output)")
         self.format_name = container_format(self.path)
@@ -319,6 +322,7 @@ class VideoSink(Sink):
             "path": str(self.path),
             "content": self.content,
             "codec": self.codec_name,
+            "preset": self.preset if self.codec_name == "libx264" else None,
             "tune": self.tune if self.codec_name == "libx264" else None,
             "container": self.format_name,
             "fps": self.fps,

@@ -67,6 +67,16 @@ def test_zerolatency_is_the_default_and_encodes_without_b_frames(tmp_path, tune,
     assert len(types) == 30 and (3 in types) == b_frames  # 3 = AV_PICTURE_TYPE_B
 
 
+def test_preview_encodes_with_a_faster_preset_than_the_fused_output(tmp_path):
+    assert VideoSink(tmp_path / "a.mp4").preset == "veryfast"
+    assert VideoSink(tmp_path / "b.mp4", content="preview").preset == "ultrafast"
+    assert VideoSink(tmp_path / "c.mp4", content="preview", preset="medium").preset == "medium"
+    sink = VideoSink(tmp_path / "d.mp4", content="preview")
+    sink.write(np.zeros((16, 48, 3), np.uint8))
+    sink.close()
+    assert sink.describe()["preset"] == "ultrafast" and sink.describe()["tune"] == "zerolatency"
+
+
 def test_codec_fallback_is_logged(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="dstfuse_stream.sinks"):
         sink = VideoSink(tmp_path / "out.mp4", codec="no-such-codec", fallback_codecs=("mpeg4",))
