@@ -288,13 +288,13 @@ def run_stream_check(fuser: Fuser, clip: Path, *, workdir: Path, rounds: int = 5
         times = model_only()
         model_times += times
         row: dict[str, Any] = {"model_only_fps": len(times) / sum(times)}
-        for io_priority in ("idle", "normal"):  # the pipeline's default, then the writer competing as an equal
-            sinks = [VideoSink(workdir / f"sample_fused_{io_priority}.mp4", fps=30.0),
-                     VideoSink(workdir / f"sample_preview_{io_priority}.mp4", fps=30.0, content="preview")]
-            with stream(pairs=clip, fuser=fuser, sinks=sinks, background_writer=io_priority == "idle") as frames_iter:
+        for priority in ("idle", "normal"):  # the pipeline's default, then the writer competing as an equal
+            sinks = [VideoSink(workdir / f"sample_fused_{priority}.mp4", fps=30.0),
+                     VideoSink(workdir / f"sample_preview_{priority}.mp4", fps=30.0, content="preview")]
+            with stream(pairs=clip, fuser=fuser, sinks=sinks, background_writer=priority == "idle") as frames_iter:
                 for _ in frames_iter:
                     pass
-            row[io_priority] = frames_iter.summary
+            row[priority] = frames_iter.summary
         per_round.append(row)
     summary = per_round[-1]["idle"]
     model = summarize_latencies(model_times)
@@ -313,13 +313,13 @@ def run_stream_check(fuser: Fuser, clip: Path, *, workdir: Path, rounds: int = 5
         "size_wh": list(summary.processing_size_wh or ()),
         "rounds": len(per_round),
         "pipeline_fps": median([r["idle"].fps for r in per_round]),
-        "pipeline_fps_normal_io": median([r["normal"].fps for r in per_round]),
+        "pipeline_fps_normal_writer": median([r["normal"].fps for r in per_round]),
         "model_only_fps": model["fps"],
         "model_only": summarize_latencies(model_times),
         "ratio": median([r["idle"].fps / r["model_only_fps"] for r in per_round]),
-        "ratio_normal_io": median([r["normal"].fps / r["model_only_fps"] for r in per_round]),
+        "ratio_normal_writer": median([r["normal"].fps / r["model_only_fps"] for r in per_round]),
         "per_round": [{"model_only_fps": r["model_only_fps"], "pipeline_fps": r["idle"].fps,
-                       "pipeline_fps_normal_io": r["normal"].fps} for r in per_round],
+                       "pipeline_fps_normal_writer": r["normal"].fps} for r in per_round],
         "describe": fuser.describe(),
     }
 

@@ -175,9 +175,9 @@ def realtime_report(result: dict[str, Any]) -> str:
             f"| {Path(stream['clip']).name} | {stream['frames']} | {w}x{h} | writer at idle priority (default) | {format_number(stream['pipeline_fps'], 2)} "
             f"| {format_number(stream['model_only_fps'], 2)} | {format_number(stream['ratio'], 2)} |",
         ]
-        if "ratio_normal_io" in stream:
-            parts.append(f"| | | | writer at normal priority (`--writer-priority normal`) | {format_number(stream['pipeline_fps_normal_io'], 2)} "
-                         f"| {format_number(stream['model_only_fps'], 2)} | {format_number(stream['ratio_normal_io'], 2)} |")
+        if "ratio_normal_writer" in stream:
+            parts.append(f"| | | | writer at normal priority (`--writer-priority normal`) | {format_number(stream['pipeline_fps_normal_writer'], 2)} "
+                         f"| {format_number(stream['model_only_fps'], 2)} | {format_number(stream['ratio_normal_writer'], 2)} |")
         budget = stream.get("cpu_ms_per_frame")
         if budget:
             parts += [

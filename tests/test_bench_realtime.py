@@ -56,7 +56,7 @@ def test_stream_check_runs_the_pipeline_on_a_pairs_folder(tmp_path):
     assert got["frames"] == 3 and got["size_wh"] == [64, 48] and got["rounds"] == len(got["per_round"]) == 3
     rounds = got["per_round"]
     assert got["ratio"] == pytest.approx(np.median([r["pipeline_fps"] / r["model_only_fps"] for r in rounds]))
-    assert got["ratio_normal_io"] == pytest.approx(np.median([r["pipeline_fps_normal_io"] / r["model_only_fps"] for r in rounds]))
+    assert got["ratio_normal_writer"] == pytest.approx(np.median([r["pipeline_fps_normal_writer"] / r["model_only_fps"] for r in rounds]))
     assert got["pipeline_fps"] == pytest.approx(np.median([r["pipeline_fps"] for r in rounds]))
     budget = got["cpu_ms_per_frame"]
     assert set(budget) == {"decode", "fuse", "encode_fused", "encode_preview"} and all(v >= 0 for v in budget.values())
