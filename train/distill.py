@@ -13,8 +13,8 @@ output (the teacher): every other weight is frozen, so work scale 1 is unchanged
    them with the visible image motion-blurred, 5-19 px) are run once through the frozen networks: the
    full-resolution fusion output (target) and, at each ``--factors`` downscale, the upsampled blend
    logits and the visible image the fusion blends. These are kept in memory (float16).
-2. The upsampler is trained on random ``--crop`` crops of them (MSE of the fusion output, Adam with a
-   cosine schedule, ``--steps``).
+2. The upsampler is trained on random ``--crop`` crops of them (MSE of the fusion output plus
+   ``--grad-weight`` x L1 of its Sobel-gradient error, Adam with a cosine schedule, ``--steps``).
 3. Every ``--eval-every`` steps, and at the end, the model itself (``forward`` at work scale 0.5 and 0.25)
    is compared with its work-scale-1 output on held-out real frames (the M3SVD validation clips):
    PSNR min and mean per scale, in ``log.jsonl``. The final upsampler is saved in ``--out/distilled.pt``
@@ -98,10 +98,11 @@ def evaluate(model, frames, scales: Sequence[float] = EVAL_SCALES) -> dict[str, 
     """PSNR (dB, uint8 luma) of ``model`` at each work scale against its own work-scale-1 output: min and mean over ``frames``."""
     import torch
 
+    from dstfuse_stream.colour import float_to_uint8
     from dstfuse_stream.metrics import psnr
 
     def as_uint8(t) -> np.ndarray:
-        return (t[0, 0].clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
+        return float_to_uint8(t[0, 0].numpy())
 
     out: dict[str, float] = {}
     with torch.inference_mode():
