@@ -16,7 +16,8 @@ from dstfuse_stream.errors import ConfigError, SourceError, StreamMismatchError
 from dstfuse_train.cli import main as train_main
 from dstfuse_train.data import CropSampler, Degradation, PairImage, load_pairs, random_crop_pair
 from dstfuse_train.losses import fusion_loss, mapping_loss
-from dstfuse_train.trainer import MODULES, Trainer, TrainConfig, phase_modules, phase_name
+from dstfuse_train.trainer import MODULES, Trainer, TrainConfig, module_span, phase_modules, phase_name
+
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -271,7 +272,7 @@ def test_shipped_weights_match_their_training_card():
     ckpt = load_checkpoint(path)  # weights_only=True
     last = card["stages"][-1] if "stages" in card else card  # a recipe card: one summary per stage, in order
     assert "optimizers" not in ckpt and ckpt["epoch"] == last["epochs_completed"] == last["train_config"]["epochs"]
-    assert [p["phase"] for p in last["per_phase_losses"]][-1] == "mapping"  # the mapping phase was trained
+    assert [p["phase"] for p in last["per_phase_losses"]][-1] in ("mapping", "joint+mapping")  # the mapping phase was trained
     assert card["model_config"] == ckpt["config"] and load_model().config == get_config(DEFAULT_PRESET)
     if "stages" in card:
         assert card["total_steps"] == sum(s["global_steps"] for s in card["stages"])
@@ -345,7 +346,7 @@ def test_recipes_choose_what_the_losses_call_v(tmp_path):
 
 
 def test_cosine_schedule_decays_each_module_over_its_own_epochs():
-    from dstfuse_train.trainer import module_span, scheduled_lr
+    from dstfuse_train.trainer import scheduled_lr
 
     cfg = TrainConfig(epochs=6, recon_epochs=1, fusion_epochs=1, cst_epochs=4, lr=1e-3, lr_schedule="cosine")
     assert module_span(cfg, "cst") == (0, 4) and module_span(cfg, "fusion") == (0, 2) and module_span(cfg, "mapping") == (4, 6)
@@ -376,6 +377,34 @@ def test_blend_head_preset_has_no_reconstruction_stage(tmp_path):
                       tmp_path, device="cpu", progress=False)
     terms = trainer.train_step(0, *trainer._to_device(next(sampler.batches(0))))
     assert set(terms) == {"cst", "fusion", "logit_penalty"}
+
+
+def test_joint_epochs_train_the_fusion_module_on_the_mapped_visible_image(tmp_path):
+    cfg = TrainConfig(epochs=5, recon_epochs=0, fusion_epochs=1, cst_epochs=1, joint_epochs=2, lr_schedule="cosine")
+    assert [phase_modules(cfg, e)["fusion"] for e in range(5)] == ["fusion", None, None, "joint", "joint"]
+    assert phase_name(cfg, 3) == "joint+mapping"
+    assert module_span(cfg, "fusion") == (0, 5) and module_span(cfg, "mapping") == (1, 5)
+    with pytest.raises(ConfigError, match="joint_epochs: expected at most the 4 mapping-phase"):
+        TrainConfig(epochs=5, recon_epochs=0, fusion_epochs=1, cst_epochs=1, joint_epochs=5)
+
+    sampler = CropSampler(synthetic_pairs(2), crop_size=32, batch_size=2, degradation=Degradation(blur_prob=1.0), seed=0)
+    torch.manual_seed(0)
+    trainer = Trainer(DSTFuse(get_config("stream")), sampler, TrainConfig(epochs=2, recon_epochs=0, fusion_epochs=0, cst_epochs=0,
+                      joint_epochs=1, lr=1e-3), tmp_path, device="cpu", progress=False)
+    ir, vis, sharp, mask = batch = trainer._to_device(next(sampler.batches(0)))
+    model = trainer.model
+    with torch.no_grad():  # what the step's losses see: the inference graph's fused image
+        fused = model.intermediates(ir, vis).fused
+    before = {m: module_params(model, m) for m in MODULES}
+    terms = trainer.train_step(1, *batch)
+    assert set(terms) == {"fusion", "mapping", "logit_penalty"}
+    assert terms["fusion"] == pytest.approx(float(fusion_loss(fused, ir, sharp)), rel=1e-5)
+    assert terms["mapping"] == pytest.approx(float(mapping_loss(fused, ir, sharp)), rel=1e-5)
+    changed = {m for m in MODULES if any(not torch.equal(v, module_params(model, m)[k]) for k, v in before[m].items())}
+    assert changed == {"fusion", "mapping"}
+    before = {m: module_params(model, m) for m in MODULES}
+    assert set(trainer.train_step(0, *batch)) == {"mapping"}  # the mapping-only epoch leaves the fusion module alone
+    assert all(torch.equal(v, module_params(model, "fusion")[k]) for k, v in before["fusion"].items())
 
 
 def test_attention_weight_teaches_the_mapping_where_the_input_is_blurred(tmp_path):
@@ -417,9 +446,11 @@ def test_recipe_runs_stages_in_order_inits_from_earlier_ones_and_skips_finished(
     assert [s["run"] for s in card["stages"]] == ["a", "b"] and card["total_steps"] == 4
     # the shipped recipe: CST curriculum from one direction to all, mapping after both modules
     names = [s.name for s in STREAM_STAGES]
-    assert names == ["fusion", "fusion_ft", "cst_a", "cst_b", "cst_c", "cst_d", "mapping"]
-    cmd = stage_command(STREAM_STAGES[-1], out, ["D"])
+    assert names == ["fusion", "fusion_ft", "cst_a", "cst_b", "cst_c", "cst_d", "mapping", "joint"]
+    cmd = stage_command(STREAM_STAGES[-2], out, ["D"])
     assert f"cst={out / 'cst_d' / 'last.pt'}" in cmd and f"fusion={out / 'fusion_ft' / 'last.pt'}" in cmd
+    cmd = stage_command(STREAM_STAGES[-1], out, ["D"])  # joint: every module from the mapping stage
+    assert all(f"{m}={out / 'mapping' / 'last.pt'}" in cmd for m in MODULES) and cmd[cmd.index("--joint-epochs") + 1] == "8"
 
 
 # ---------------------------------------------------------------- blend-map upsampler (distill)

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restoration-weight", type=float, default=None, help="CST restoration weight (default: the recipe's)")
     p.add_argument("--attention-weight", type=float, default=0.0,
                    help="weight of BCE(mapping attention, blur mask): teaches A where the visible input is blurred (default 0)")
+    p.add_argument("--joint-epochs", type=int, default=0, metavar="N",
+                   help="in the last N epochs of the mapping phase the fusion module trains too, end to end through the "
+                        "inference graph (fusion + mapping loss on the fused image; default 0)")
     p.add_argument("--init", nargs="+", default=[], metavar="MODULE=CKPT",
                    help="start modules from another run's checkpoint, e.g. cst=runs/a/last.pt fusion=runs/b/last.pt")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -98,7 +101,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
         recon_epochs = 0 if model_config.fusion_head == "blend" else TrainConfig.recon_epochs
     config = TrainConfig(
         epochs=args.epochs, recon_epochs=recon_epochs, fusion_epochs=args.fusion_epochs, cst_epochs=args.cst_epochs,
-        lr=args.lr, mapping_lr=args.mapping_lr, lr_schedule=args.lr_schedule, grad_clip=args.grad_clip, attention_weight=args.attention_weight, recipe=args.recipe,
+        lr=args.lr, mapping_lr=args.mapping_lr, lr_schedule=args.lr_schedule, grad_clip=args.grad_clip, attention_weight=args.attention_weight,
+        joint_epochs=args.joint_epochs, recipe=args.recipe,
         perceptual_weight=args.perceptual_weight, restoration_weight=args.restoration_weight, batch_size=args.batch_size,
         crop_size=args.crop, crops_per_image=args.crops_per_image, degradation=degradation, max_side=args.max_side or None,
         channels_last=args.channels_last, seed=args.seed, num_threads=args.threads, max_minutes=args.max_minutes,

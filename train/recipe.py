@@ -17,10 +17,15 @@ Stages (``STREAM_STAGES``; every flag is visible there and in ``docs/training.md
    previous one's CST (``--init``).
 3. ``mapping``: CST and fusion frozen (loaded with ``--init``), the mapping attention learns where
    the visible input is blurred (paper mapping loss + ``--attention-weight`` x BCE against the blur mask).
+4. ``joint``: the fusion module and the mapping attention fine-tuned together through the inference
+   graph (``--joint-epochs``): the fusion module now blends the *mapped* visible image it sees at
+   inference (its own stage trained it on the raw degraded crop), mostly on blurred inputs, with the
+   losses against the sharp visible; the CST stays frozen.
 
 The shipped ``dstfuse_stream.pt`` came from exactly these stages (run one by one; its card lists every
 command), except that ``cst_d`` was stopped after 8 of its 10 epochs (lr already at 5e-5 on its cosine
-schedule) by a machine restart, and ``mapping`` started from that checkpoint.
+schedule) by a machine restart, and ``mapping`` started from that checkpoint; ``joint`` was run later,
+from the weights the ``mapping`` stage had exported (identical module weights), with two threads.
 
 A stage whose run folder already holds a finished ``last.pt`` is skipped, so an interrupted recipe
 continues where it stopped (an unfinished stage resumes with ``--resume``). ``--scale`` multiplies
@@ -100,6 +105,11 @@ STREAM_STAGES: tuple[Stage, ...] = (
                       "--crops-per-image", "2", "--lr", "2e-3", "--lr-schedule", "cosine", "--attention-weight", "0.5",
                       "--blur-prob", "0.7", "--blur-lengths", "5", "21", "--partial-blur-prob", "0.5", "--dark-prob", "0"),
           after=("fusion_ft", "cst_d"), init=(("cst", "cst_d"), ("fusion", "fusion_ft"))),
+    Stage("joint", (*_COMMON, "--epochs", "8", "--fusion-epochs", "0", "--cst-epochs", "0", "--joint-epochs", "8", "--crop", "160",
+                    "--crops-per-image", "2", "--lr", "1e-4", "--mapping-lr", "5e-4", "--lr-schedule", "cosine",
+                    "--attention-weight", "0.5", "--blur-prob", "0.7", "--blur-lengths", "5", "21", "--partial-blur-prob", "0.5",
+                    "--dark-prob", "0"),
+          after=("mapping",), init=(("cst", "mapping"), ("fusion", "mapping"), ("mapping", "mapping")), threads=2),
 )
 
 

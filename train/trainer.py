@@ -6,7 +6,11 @@ Schedule (epoch ``e``, defaults of :class:`TrainConfig`):
   ``recon_epochs <= e < recon_epochs + fusion_epochs``;
 * CST module: trained for ``e < cst_epochs`` (alongside the fusion module, separate optimizer);
 * mapping module: trained for ``e >= max(cst_epochs, recon_epochs + fusion_epochs)`` with CST and
-  fusion frozen (eval mode, no grad).
+  fusion frozen (eval mode, no grad);
+* joint fine-tuning (``joint_epochs``, default 0): in the last ``joint_epochs`` epochs of the mapping
+  phase the fusion module trains too, end to end through the inference graph (for
+  ``mapping="before_fusion"`` it then sees the *mapped* visible image it blends at inference, not the
+  raw degraded crop of its own fusion stage); the fused image gets the fusion loss and the mapping loss.
 
 With the defaults (15 epochs, 3/3/10) that is: 0-2 reconstruction + CST, 3-5 fusion + CST, 6-9 CST
 only, 10-14 mapping only. The network's visible input is the degraded crop (:class:`~.data.Degradation`).
@@ -87,6 +91,7 @@ class TrainConfig:
     channels_last: bool = False
     grad_clip: float | None = None
     attention_weight: float = 0.0
+    joint_epochs: int = 0
     seed: int = 0
     num_threads: int = 2
     max_minutes: float | None = None
@@ -95,7 +100,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "crop_size", "crops_per_image", "num_threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        for name in ("recon_epochs", "fusion_epochs", "cst_epochs"):
+        for name in ("recon_epochs", "fusion_epochs", "cst_epochs", "joint_epochs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected >= 0, got {getattr(self, name)}")
         if self.crop_size % 4:
@@ -106,6 +111,10 @@ class TrainConfig:
             raise ConfigError(f"lr: expected > 0, got {self.lr}")
         if self.mapping_lr is not None and not self.mapping_lr > 0:
             raise ConfigError(f"mapping_lr: expected > 0 or None (= lr), got {self.mapping_lr}")
+        if self.joint_epochs and self.joint_epochs > self.epochs - self.mapping_start:
+            raise ConfigError(
+                f"joint_epochs: expected at most the {self.epochs - self.mapping_start} mapping-phase epoch(s), got {self.joint_epochs}"
+            )
         if self.recipe not in RECIPES:
             raise ConfigError(f"recipe: expected one of {list(RECIPES)}, got {self.recipe!r}")
         if self.attention_weight < 0:
@@ -151,12 +160,14 @@ class TrainConfig:
 
 
 def phase_modules(config: TrainConfig, epoch: int) -> dict[str, str | None]:
-    """What each module does in ``epoch``: ``{"cst": "cst"|None, "fusion": "reconstruction"|"fusion"|None,
+    """What each module does in ``epoch``: ``{"cst": "cst"|None, "fusion": "reconstruction"|"fusion"|"joint"|None,
     "mapping": "mapping"|None}``."""
     if epoch < config.recon_epochs:
         fusion: str | None = "reconstruction"
     elif epoch < config.recon_epochs + config.fusion_epochs:
         fusion = "fusion"
+    elif epoch >= config.epochs - config.joint_epochs:
+        fusion = "joint"
     else:
         fusion = None
     return {
@@ -339,19 +350,18 @@ class Trainer:
                 model.fusion.reconstruct(sharp), sharp
             )
         elif phases["fusion"] == "fusion":
-            if model.fusion.head == "blend":
-                maps = model.fusion.maps(ir, vis)
-                losses["fusion"] = fusion_loss(model.fusion.blend(ir, vis, maps), ir, target)
-                losses["logit_penalty"] = logit_penalty(maps)
-            else:
-                losses["fusion"] = fusion_loss(model.fusion.fuse(ir, vis), ir, target)
+            losses["fusion"] = fusion_loss(self._fuse(ir, vis, losses, True), ir, target)
         if phases["mapping"]:
+            joint = phases["fusion"] == "joint"  # the fusion module trains too, on the image it blends at inference
             with torch.no_grad():
                 deblurred = model.cst(ir, vis).stage2
-                other = vis if model.mapping.before_fusion else model.fusion.fuse(ir, vis)
-            mapped = model.mapping(ir, vis, deblurred, other)
-            if model.mapping.before_fusion:  # the fused image; gradients reach A through the frozen fusion module
-                mapped = model.fusion.fuse(ir, mapped)
+                frozen_fusion = None if model.mapping.before_fusion or joint else model.fusion.fuse(ir, vis)
+            if model.mapping.before_fusion:  # gradients reach A through the fusion module (frozen unless joint)
+                mapped = self._fuse(ir, model.mapping(ir, vis, deblurred, vis), losses, joint)
+            else:
+                mapped = model.mapping(ir, vis, deblurred, self._fuse(ir, vis, losses, joint) if joint else frozen_fusion)
+            if joint:
+                losses["fusion"] = fusion_loss(mapped, ir, target)
             losses["mapping"] = mapping_loss(mapped, ir, target)
             if self.config.attention_weight and blur_mask is not None:
                 att = model.mapping.attention_map(ir, vis, deblurred)
@@ -375,6 +385,15 @@ class Trainer:
                 group["lr"] = scheduled_lr(self.config, name, epoch, self.state.step_in_epoch, steps)
             self.optimizers[name].step()
         return {k: float(v.detach()) for k, v in losses.items()}
+
+    def _fuse(self, ir: torch.Tensor, vis: torch.Tensor, losses: dict[str, torch.Tensor], penalty: bool) -> torch.Tensor:
+        """The fusion module's image; with ``penalty`` and the blend head, adds the logit penalty to ``losses``."""
+        fusion = self.model.fusion
+        if not (penalty and fusion.head == "blend"):
+            return fusion.fuse(ir, vis)
+        maps = fusion.maps(ir, vis)
+        losses["logit_penalty"] = logit_penalty(maps)
+        return fusion.blend(ir, vis, maps)
 
     # ---------------------------------------------------------------- loop
     def _write_config(self) -> None:
