@@ -262,7 +262,8 @@ def run_stream_check(fuser: Fuser, clip: Path, *, workdir: Path, rounds: int = 5
     """The streaming pipeline on the pairs folder ``clip`` (H.264 out + preview) vs model-only fps.
 
     Each of ``rounds`` rounds times one model-only pass over the clip's frames, then the pipeline with
-    its writer at idle priority (the default) and at normal priority; the ratios are medians of the
+    its writer at idle priority (the default) and at normal priority (the readers of the recorded clip at
+    their default idle priority in both); the ratios are medians of the
     per-round ratios (a short clip on a shared machine varies by 10-20 % from run to run; a slow
     round slows all three alike)."""
     from dstfuse_stream.sinks import VideoSink

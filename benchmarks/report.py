@@ -167,7 +167,8 @@ def realtime_report(result: dict[str, Any]) -> str:
         w, h = stream["size_wh"] or ("?", "?")
         parts += [
             "",
-            "Streaming pipeline (`dstfuse_stream.stream`, H.264 + preview outputs, `default` Fuser, warmed up) on the README sample clip; "
+            "Streaming pipeline (`dstfuse_stream.stream`, H.264 + preview outputs, `default` Fuser, warmed up, readers at the "
+            "default idle priority of recorded sources) on the README sample clip; "
             f"medians over {stream.get('rounds', 1)} rounds, each a model-only pass and the two pipeline runs (ratio: median of the per-round ratios):",
             "",
             "| clip | frames | size | writer thread | pipeline fps | model-only fps | pipeline / model-only |",
@@ -186,6 +187,6 @@ def realtime_report(result: dict[str, Any]) -> str:
                 + f". If the fusion kept every core busy, the other stages would hold the ratio at "
                 f"{stream['projected_ratio_idle']:.2f} with the preview, {stream['projected_ratio_idle_without_preview']:.2f} without; "
                 f"it keeps {budget['fuse'] / (1000.0 / stream['model_only_fps']):.2f} cores busy on average (fuse CPU ms / model-only ms), "
-                "and the idle-priority writer uses the rest.",
+                "and the idle-priority readers and writer use the rest.",
             ]
     return "\n".join(parts)

@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--writer-priority", choices=("idle", "normal"), default="idle",
                      help="CPU priority of the output-encoding thread: idle = it uses the cores the fusion leaves "
                      "free (Linux SCHED_IDLE), normal = it competes with the fusion (default %(default)s)")
+    run.add_argument("--reader-priority", choices=("idle", "normal"), default="idle",
+                     help="CPU priority of the threads reading recorded files and folders: idle = they use the cores "
+                     "the fusion leaves free, with single-threaded video decoding; live sources always read at "
+                     "normal priority (default %(default)s)")
     run.add_argument("--homography", help="3x3 IR->visible homography (.txt, .npy, .json) to warp IR onto visible")
     misc = p.add_argument_group("misc")
     misc.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -303,7 +307,7 @@ def _pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
         "tolerance_s": None if args.tolerance_ms is None else args.tolerance_ms / 1000.0,
         "queue_size": args.queue_size, "max_frames": args.max_frames, "resize_wh": args.resize, "max_size": args.max_size,
         "reconnect": args.reconnect, "progress": not args.no_progress and sys.stderr.isatty(),
-        "background_writer": args.writer_priority == "idle",
+        "background_writer": args.writer_priority == "idle", "background_readers": args.reader_priority == "idle",
     }
 
 

@@ -87,10 +87,14 @@ class FusionPipeline:
         check_pairable(ir_source, vis_source, pairing=self.pairing)
         check_outputs(sink_outputs(self.sinks, timing_log), [ir_source, vis_source])
         self._stop, self._failures = StopSignal(), Failures()
+        background = {role: cfg.background_readers and not src.is_live for role, src in self.sources.items()}
+        for role, src in self.sources.items():
+            if background[role]:  # a decoder's own threads would preempt the fusion's like any other thread
+                src.set_decoder_threads(1)
         self.readers = {
             role: SourceReader(src, role=role, sync=self.sync[role], queue_size=cfg.queue_size, stop=self._stop,
                                poll_s=cfg.poll_s, failures=self._failures, reconnect=cfg.reconnect,
-                               backoff_s=cfg.reconnect_backoff_s)
+                               backoff_s=cfg.reconnect_backoff_s, background=background[role])
             for role, src in self.sources.items()
         }
         self.stats = RunStats(progress=cfg.progress, progress_total=self._expected_frames())

@@ -37,8 +37,13 @@ class PipelineConfig:
         progress: show a tqdm progress bar (frames finished) on stderr.
         background_writer: the writer thread (preview rendering, encoding, and the encoders' own
             threads) runs at idle CPU priority (:func:`~dstfuse_stream.workers.run_in_background`): it
-            uses the cores the fusion leaves free instead of preempting it. The readers keep normal
-            priority: they feed the fusion. Off: the writer competes with the fusion as an equal.
+            uses the cores the fusion leaves free instead of preempting it. Off: the writer competes
+            with the fusion as an equal.
+        background_readers: the readers of recorded sources (files, folders) run at idle CPU priority
+            too, with single-threaded video decoding: the fusion waits for them only when they fall
+            behind, and then a core is free for them. Readers of live sources (cameras, network
+            streams) always keep normal priority and the decoder's default threads: a camera does not
+            wait. Off: every reader at normal priority with FFmpeg's default decoding threads.
     """
 
     sync: str = "auto"
@@ -55,6 +60,7 @@ class PipelineConfig:
     writer_timeout_s: float = 60.0
     progress: bool = False
     background_writer: bool = True
+    background_readers: bool = True
 
     def __post_init__(self) -> None:
         resolve_sync(self.sync, live=False)

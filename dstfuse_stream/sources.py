@@ -148,6 +148,11 @@ class FrameSource(ABC):
         """Local files this source reads (checked against the outputs, so no run overwrites its input)."""
         return []
 
+    def set_decoder_threads(self, threads: int | None) -> None:
+        """How many threads the source's own decoder may use (``None``: the decoder's default). The
+        pipeline asks for 1 when it reads a recorded source in the background, beside a CPU fusion that
+        keeps every core busy; sources without decoder threads of their own ignore it."""
+
     def reopen(self) -> None:
         """Connect again after :class:`~dstfuse_stream.errors.SourceLostError` (live sources); the
         next :meth:`frames` call starts from the new connection. Raises :class:`SourceError`."""
@@ -289,6 +294,14 @@ def is_url(spec: str) -> bool:
     return bool(sep) and scheme.lower() in _URL_SCHEMES
 
 
+def _set_threads(stream: object, threads: int | None) -> None:
+    if threads is None:
+        stream.thread_type = "AUTO"  # type: ignore[attr-defined]
+    else:
+        stream.thread_type = "SLICE"  # type: ignore[attr-defined]
+        stream.codec_context.thread_count = int(threads)  # type: ignore[attr-defined]
+
+
 class VideoFileSource(FrameSource):
     """A video file decoded with PyAV (any format FFmpeg reads). Timestamps from ``pts * time_base``.
 
@@ -313,6 +326,7 @@ class VideoFileSource(FrameSource):
             if p.stat().st_size == 0:
                 raise SourceError(f"{label}: empty file")
         self._container = None
+        self._decoder_threads: int | None = None
         self._open(label)
         stream = self._stream
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
@@ -331,7 +345,7 @@ class VideoFileSource(FrameSource):
             container.close()
             raise SourceError(f"{label}: no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        _set_threads(stream, self._decoder_threads)
         self._mp4_over_network = is_url(self._spec) and "mp4" in container.format.name
         if not stream.codec_context.width or not stream.codec_context.height:
             container.close()
@@ -339,6 +353,13 @@ class VideoFileSource(FrameSource):
                 raise SourceError(f"{label}: cannot read the frame size{_MOOV_HINT}")
             raise SourceError(f"{label}: video stream has zero frame size")
         self._container, self._stream = container, stream
+
+    def set_decoder_threads(self, threads: int | None) -> None:
+        """FFmpeg's decoding threads (``None``: frame and slice threads, one per core); applies from the
+        next frame decoded by a new decoder, i.e. before the first frame or after a reopen."""
+        self._decoder_threads = threads
+        if self._container is not None and not self._stream.codec_context.is_open:
+            _set_threads(self._stream, threads)
 
     def _declared_duration_s(self) -> float | None:
         stream, container = self._stream, self._container

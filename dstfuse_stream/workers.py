@@ -209,6 +209,9 @@ class SourceReader:
     ``failures`` without stopping the others; a lost live source is first reopened up to
     ``reconnect`` times in a row (see the module docstring). The source is closed when the thread ends.
 
+    ``background=True`` runs the thread (and the decoder threads it starts) at idle CPU priority
+    (:func:`run_in_background`).
+
     Counters: :attr:`read_count` frames read, :attr:`unused` frames read but discarded at the stop
     (still queued, or refused by a stopped queue), :attr:`reconnects` successful reconnections.
     """
@@ -225,8 +228,10 @@ class SourceReader:
         failures: Failures,
         reconnect: int = 0,
         backoff_s: float = 0.5,
+        background: bool = False,
     ) -> None:
         self.source = source
+        self.background = background
         self.role = role
         self.sync = sync
         self.queue = StopAwareQueue(queue_size, stop=stop, poll_s=poll_s, drop_oldest=sync == "latest")
@@ -244,6 +249,8 @@ class SourceReader:
         return self._thread.is_alive()
 
     def _run(self) -> None:
+        if self.background:
+            run_in_background()
         attempts = 0  # reconnect attempts since the last frame
         try:
             while True:

@@ -61,19 +61,20 @@ def test_video_pair_to_mp4_with_preview_timing_and_summary(tmp_path, capsys):
     assert s["frames_written"] == 12 and s["frames_read"] == {"ir": 12, "vis": 12} and s["stopped_by"] == "end"
     assert data["config"]["resolved"]["pairing"] == "index" and data["config"]["pipeline"]["queue_size"] == 4
     assert data["config"]["outputs"][0]["codec"] == "libx264" and data["config"]["outputs"][0]["tune"] == "zerolatency"
-    assert data["config"]["pipeline"]["background_writer"] is True
+    assert data["config"]["pipeline"]["background_writer"] is True and data["config"]["pipeline"]["background_readers"] is True
     stdout = capsys.readouterr().out
     assert "written 12" in stdout and "p99" in stdout
 
 
-def test_tune_none_and_writer_priority_normal_reach_the_outputs_and_the_pipeline(tmp_path):
+def test_tune_none_and_reader_writer_priority_normal_reach_the_outputs_and_the_pipeline(tmp_path):
     ir, vis = write_pair_videos(tmp_path, 3)
     out = tmp_path / "fused.mp4"
     code = run_cli(["--ir", str(ir), "--vis", str(vis), "--out", str(out), "--tune", "none", "--writer-priority", "normal",
-                    "--no-progress"], fuser=MaxFuser())
+                    "--reader-priority", "normal", "--no-progress"], fuser=MaxFuser())
     assert code == 0 and len(read_video(out)) == 3
     config = json.loads((tmp_path / "fused.summary.json").read_text())["config"]
     assert config["outputs"][0]["tune"] is None and config["pipeline"]["background_writer"] is False
+    assert config["pipeline"]["background_readers"] is False
 
 
 def test_pairs_llvip_layout_to_image_folder(tmp_path):

@@ -302,18 +302,40 @@ class PolicySource(ListSource):
         yield from super().frames()
 
 
+class ThreadsSource(PolicySource):
+    """Also records what the pipeline asked of its decoder threads."""
+
+    decoder_threads = "unset"
+
+    def set_decoder_threads(self, threads):
+        self.decoder_threads = threads
+
+
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="no SCHED_IDLE on this OS")
 @pytest.mark.parametrize("background", [True, False])
-def test_the_writer_runs_at_idle_priority_unless_turned_off_and_readers_never(background):
-    sources = [PolicySource([make(i) for i in range(3)], name=role) for role, make in (("ir", ir_frame), ("vis", vis_frame))]
+def test_writer_and_recorded_sources_readers_run_at_idle_priority_unless_turned_off(background):
+    sources = [ThreadsSource([make(i) for i in range(3)], name=role) for role, make in (("ir", ir_frame), ("vis", vis_frame))]
     sink = PolicySink()
     before = os.sched_getscheduler(0)
-    with FusionPipeline(*sources, MaxFuser(), sinks=[sink], config=PipelineConfig(background_writer=background, **FAST)) as pipe:
+    config = PipelineConfig(background_writer=background, background_readers=background, **FAST)
+    with FusionPipeline(*sources, MaxFuser(), sinks=[sink], config=config) as pipe:
         summary = pipe.run()
     expected = os.SCHED_IDLE if background else before
     assert summary.frames_written == 3 and sink.pairs == [(i, i) for i in range(3)]
-    assert sink.policies == {expected} and [s.policy for s in sources] == [before, before]  # readers feed the fusion
+    assert sink.policies == {expected} and [s.policy for s in sources] == [expected, expected]
+    assert [s.decoder_threads for s in sources] == ([1, 1] if background else ["unset", "unset"])
     assert os.sched_getscheduler(0) == before  # the fusing (calling) thread keeps its priority
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="no SCHED_IDLE on this OS")
+def test_live_sources_are_read_at_normal_priority_with_their_decoders_own_threads():
+    live = ThreadsSource([ir_frame(i) for i in range(3)], name="ir", live=True)
+    recorded = ThreadsSource([vis_frame(i) for i in range(3)], name="vis")
+    before = os.sched_getscheduler(0)
+    with FusionPipeline(live, recorded, MaxFuser(), sinks=[PolicySink()], config=PipelineConfig(pairing="index", **FAST)) as pipe:
+        pipe.run()
+    assert (live.policy, live.decoder_threads) == (before, "unset")  # a camera does not wait
+    assert (recorded.policy, recorded.decoder_threads) == (os.SCHED_IDLE, 1)
 
 
 def test_a_reader_that_exits_on_a_stop_request_is_not_taken_for_the_end_of_its_stream():

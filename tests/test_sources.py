@@ -47,6 +47,16 @@ def test_gray_decoding_is_the_range_expanded_luma(tmp_path):
             assert np.abs(g.image.astype(int) - cv2.cvtColor(c.image, cv2.COLOR_BGR2YCrCb)[..., 0]).max() <= 3
 
 
+def test_single_threaded_decoding_gives_the_same_frames(tmp_path):
+    path = write_video(tmp_path / "v.mp4", [vis_frame(i) for i in range(6)], fps=25, codec="libx264")
+    with VideoFileSource(path) as default, VideoFileSource(path) as single:
+        single.set_decoder_threads(1)
+        assert single._stream.codec_context.thread_count == 1 and default._stream.codec_context.thread_count == 0
+        pairs = list(zip(default.frames(), single.frames()))
+        assert len(pairs) == 6 and all(np.array_equal(a.image, b.image) for a, b in pairs)
+        assert single._stream.codec_context.thread_count == 1
+
+
 def test_mp4_at_22_fps_timestamps(tmp_path):
     path = write_video(tmp_path / "v.mp4", [vis_frame(i) for i in range(5)], fps=22, codec="libx264")
     with open_source(path, role="vis") as src:
