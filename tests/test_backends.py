@@ -436,3 +436,42 @@ def test_tensorrt_backend_parity_and_profile_gpu(lite, onnx_fp32, tmp_path):
     assert np.abs(backend.fuse(x, 1 - x) - ref).max() <= 1e-2
     with pytest.raises(InputShapeError, match="outside the TensorRT profile"):
         backend.fuse(np.zeros((1, 1, 128, 128), np.float32), np.zeros((1, 1, 128, 128), np.float32))
+
+
+class _InductorLikeError(RuntimeError):
+    """Stands in for torch._inductor.exc.InductorError (what torch 2.13 raises compiling the stream CST)."""
+
+
+_InductorLikeError.__module__ = "torch._inductor.exc"
+
+
+def test_a_torch_compile_failure_falls_back_to_eager_once_and_other_errors_propagate(lite, monkeypatch, caplog):
+    calls = []
+
+    def broken_compile(model, **kwargs):
+        def run(ir, vis):
+            calls.append(1)
+            raise _InductorLikeError("AssertionError: vr must not be None for symbol q2\nmore")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    rng = np.random.default_rng(0)
+    ir, vis = (rng.integers(0, 256, (1, 1, 24, 32), dtype=np.uint8) for _ in range(2))
+    with TorchBackend(lite, device="cpu", compile=True) as compiled, TorchBackend(lite, device="cpu") as eager:
+        assert compiled.compiled and "compiled" in compiled.describe()
+        with caplog.at_level("WARNING"):
+            first = compiled.fuse_batch(ir, vis)
+        np.testing.assert_array_equal(first, eager.fuse_batch(ir, vis))
+        assert compiled.compile_error == "_InductorLikeError: AssertionError: vr must not be None for symbol q2"
+        assert not compiled.compiled and "compiled" not in compiled.describe() and "torch.compile failed" in caplog.text
+        np.testing.assert_array_equal(compiled.fuse_batch(ir, vis), first)
+        assert len(calls) == 1  # not retried
+
+    def failing_compile(model, **kwargs):
+        def run(ir, vis):
+            raise ValueError("a real error")
+        return run
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    with TorchBackend(lite, device="cpu", compile=True) as backend, pytest.raises(ValueError, match="a real error"):
+        backend.fuse_batch(ir, vis)

@@ -98,6 +98,8 @@ class TorchBackend(FusionBackend):
             self.model = self.model.to(memory_format=torch.channels_last)
         self._run = torch.compile(self.model) if compile else self.model
         self.compiled = compile
+        #: why ``torch.compile`` was abandoned for eager (``None`` while it works or was not asked for)
+        self.compile_error: str | None = None
 
     def describe(self) -> str:
         extra = ", compiled" if self.compiled else ""
@@ -108,7 +110,24 @@ class TorchBackend(FusionBackend):
         if ir.dtype == torch.uint8:
             ir, vis = (t.float().mul_(1.0 / 255.0) for t in (ir, vis))
         with torch.inference_mode():
-            return self._run(ir.to(self._dtype), vis.to(self._dtype)).float()
+            return self._call(ir.to(self._dtype), vis.to(self._dtype)).float()
+
+    def _call(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """The model, compiled when asked; a compiler failure (TorchDynamo / Inductor: e.g. torch 2.13's
+        Inductor fails on the ``stream`` CST, whose two stages share one trunk) falls back to eager
+        once, with a warning, instead of failing the run. Errors of the eager model propagate."""
+        if not self.compiled:
+            return self._run(ir, vis)
+        try:
+            return self._run(ir, vis)
+        except Exception as exc:  # noqa: BLE001 - only compiler failures are absorbed, see below
+            if not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                raise
+            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+            self.compile_error = f"{type(exc).__name__}: {first_line}"
+            logger.warning("torch.compile failed for model %s (%s); running it eager", self.config.name, self.compile_error)
+            self._run, self.compiled = self.model, False
+            return self._run(ir, vis)
 
     def fuse_tensor(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         """Fuse float tensors ``(B, 1, H, W)`` in [0, 1] on any device; float32 result on ``ir``'s device."""
