@@ -116,12 +116,10 @@ class TorchBackend(FusionBackend):
         """The model, compiled when asked; a compiler failure (TorchDynamo / Inductor: e.g. torch 2.13's
         Inductor fails on the ``stream`` CST, whose two stages share one trunk) falls back to eager
         once, with a warning, instead of failing the run. Errors of the eager model propagate."""
-        if not self.compiled:
-            return self._run(ir, vis)
         try:
             return self._run(ir, vis)
         except Exception as exc:  # noqa: BLE001 - only compiler failures are absorbed, see below
-            if not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            if not (self.compiled and type(exc).__module__.startswith(("torch._dynamo", "torch._inductor"))):
                 raise
             first_line = (str(exc).strip().splitlines() or [""])[0][:200]
             self.compile_error = f"{type(exc).__name__}: {first_line}"
