@@ -355,11 +355,11 @@ class Trainer:
             joint = phases["fusion"] == "joint"  # the fusion module trains too, on the image it blends at inference
             with torch.no_grad():
                 deblurred = model.cst(ir, vis).stage2
-                frozen_fusion = None if model.mapping.before_fusion or joint else model.fusion.fuse(ir, vis)
+            # a frozen fusion module (requires_grad off, see _set_modes) builds no graph of its own
             if model.mapping.before_fusion:  # gradients reach A through the fusion module (frozen unless joint)
                 mapped = self._fuse(ir, model.mapping(ir, vis, deblurred, vis), losses, joint)
             else:
-                mapped = model.mapping(ir, vis, deblurred, self._fuse(ir, vis, losses, joint) if joint else frozen_fusion)
+                mapped = model.mapping(ir, vis, deblurred, self._fuse(ir, vis, losses, joint))
             if joint:
                 losses["fusion"] = fusion_loss(mapped, ir, target)
             losses["mapping"] = mapping_loss(mapped, ir, target)
