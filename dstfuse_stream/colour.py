@@ -150,11 +150,31 @@ def split_luma(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ycrcb[..., 0], ycrcb[..., 1:]
 
 
+def _ycrcb_of(crcb: np.ndarray, y_shape: tuple[int, ...]) -> np.ndarray | None:
+    """The contiguous ``(H, W, 3)`` YCrCb array whose channels 1-2 ``crcb`` is a view of (what
+    :func:`split_luma` returns), else ``None``."""
+    base = crcb.base
+    if not (isinstance(base, np.ndarray) and base.shape == (*y_shape, 3) and base.dtype == np.uint8
+            and base.flags.c_contiguous and crcb.strides == base.strides):
+        return None
+    return base if crcb.ctypes.data == base.ctypes.data + base.strides[2] else None
+
+
 def merge_luma(y: np.ndarray, crcb: np.ndarray) -> np.ndarray:
-    """Fused Y (uint8 ``(H, W)``) + visible CrCb (uint8 ``(H, W, 2)``) -> BGR uint8 ``(H, W, 3)``."""
+    """Fused Y (uint8 ``(H, W)``) + visible CrCb (uint8 ``(H, W, 2)``) -> BGR uint8 ``(H, W, 3)``.
+
+    When ``crcb`` is the view :func:`split_luma` returned, its whole YCrCb array is copied and the Y
+    plane replaced: 0.2 ms at 640x480 here, where gathering the strided two-channel view (``cv2.merge``)
+    took 1.5-2.6 ms on the fusion thread (same result, bit for bit)."""
     if y.shape != crcb.shape[:2]:
         raise InputShapeError(f"fused Y {y.shape} and visible CrCb {crcb.shape[:2]}: expected the same (H, W)")
-    return cv2.cvtColor(cv2.merge([y, crcb]), cv2.COLOR_YCrCb2BGR)
+    base = _ycrcb_of(crcb, y.shape)
+    if base is None:
+        ycrcb = cv2.merge([y, crcb])
+    else:
+        ycrcb = base.copy()
+        ycrcb[..., 0] = y
+    return cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR, dst=ycrcb)  # in place: a per-pixel conversion
 
 
 def float_to_uint8(x: np.ndarray) -> np.ndarray:

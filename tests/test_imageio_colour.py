@@ -64,6 +64,22 @@ def test_colour_roundtrip_and_gray_identity():
         split_luma(bgr[..., 0])
 
 
+def test_merge_luma_view_of_split_equals_generic_merge_and_keeps_input():
+    rng = np.random.default_rng(1)
+    bgr = rng.integers(0, 256, (40, 70, 3), dtype=np.uint8)  # wide enough for the SIMD paths
+    _, crcb = split_luma(bgr)
+    kept = crcb.copy()
+    fused_y = rng.integers(0, 256, (40, 70), dtype=np.uint8)
+    expected = cv2.cvtColor(cv2.merge([fused_y, np.ascontiguousarray(crcb)]), cv2.COLOR_YCrCb2BGR)
+    assert np.array_equal(merge_luma(fused_y, crcb), expected)  # the view of split_luma's array (fast path)
+    assert np.array_equal(merge_luma(fused_y, kept), expected)  # a standalone CrCb array (cv2.merge)
+    assert np.array_equal(merge_luma(fused_y, crcb[:, :]), expected)  # a view of the view: still exact
+    assert np.array_equal(crcb, kept)  # the prepared chroma is not overwritten
+    ycrcb = cv2.cvtColor(bgr, cv2.COLOR_BGR2YCrCb)
+    for part, y in ((ycrcb[2:, :, 1:], fused_y[2:]), (ycrcb[..., :2], fused_y)):  # not channels 1-2 of a whole array
+        generic = cv2.cvtColor(cv2.merge([y, np.ascontiguousarray(part)]), cv2.COLOR_YCrCb2BGR)
+        assert np.array_equal(merge_luma(y, part), generic)
+
 def test_float_to_uint8_is_a_fixed_mapping():
     assert float_to_uint8(np.array([0.0, 0.5, 1.0, 1.2, -0.1])).tolist() == [0, 128, 255, 255, 0]
     dark = np.full((2, 2), 0.1)
