@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -144,4 +147,33 @@ def test_auto_precision_backend_measures_once_per_size_and_shares_the_choice(mon
     assert "12x8: int8 (fp32 100.0 ms, int8 50.0 ms)" in again.describe()
     again.close()
     assert second["fp32"].closed and second["int8"].closed
+    clear_choice_cache()
+
+
+def test_backends_starting_together_share_one_measurement():
+    """Two copies (a BackendPool) whose first frames arrive at once: one measures, the other waits
+    and takes its choice, so both run the same precision (no frame-to-frame precision flips)."""
+    clear_choice_cache()
+    started, release = threading.Event(), threading.Event()
+
+    class Slow(Fake):
+        def fuse_batch(self, ir, vis):
+            started.set()
+            release.wait(5)  # hold the first measurement open while the second copy asks
+            return super().fuse_batch(ir, vis)
+
+    clock = FakeClock()  # real perf_counter: the 0.1 / 0.05 s costs are not timed here, only counted
+    copies = [{"fp32": Slow("fp32", 0.0, 0.0, clock), "int8": Slow("int8", 0.0, 10 ** (-45 / 20), clock)} for _ in range(2)]
+    backends = [AutoPrecisionBackend(c, cache_key=("weights", 0.5, 1), rounds=1) for c in copies]
+    ir = np.full((1, 1, 8, 12), 100, np.uint8)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(backends[0].fuse_batch, ir, ir)
+        assert started.wait(5)
+        second = pool.submit(backends[1].fuse_batch, ir, ir)
+        release.set()
+        first.result(5), second.result(5)
+    measured = [sum(b.calls for b in c.values()) for c in copies]
+    assert sorted(measured) == [1, 5]  # one copy: warm-up + 1 round per candidate (4) + its frame; the other: its frame only
+    assert backends[0].precision == backends[1].precision
+    assert backends[0].choices[(12, 8)] is backends[1].choices[(12, 8)]
     clear_choice_cache()

@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 REFERENCE = "fp32"
 _choice_cache: dict[tuple, "PrecisionChoice"] = {}
 _choice_lock = threading.Lock()
+#: one lock per cache key, held while that key is measured: backends that start together (the copies
+#: of a :class:`~dstfuse_stream.backends.pool.BackendPool`) wait for one measurement and share its
+#: choice instead of timing side by side (slowing each other) and possibly choosing differently
+_measure_locks: dict[tuple, threading.Lock] = {}
 
 
 @dataclass(frozen=True)
@@ -159,20 +163,29 @@ class AutoPrecisionBackend(FusionBackend):
             if choice is not None:
                 return choice
             key = None if self._cache_key is None else (self._cache_key, size_wh)
-            with _choice_lock:
-                choice = _choice_cache.get(key) if key is not None else None
-            if choice is None:
-                one_ir, one_vis = ir[:1], vis[:1]
-                calls = {name: (lambda b=b: b.fuse_batch(one_ir, one_vis)) for name, b in self.candidates.items()}
-                chosen, measurements = choose_precision(calls, rounds=self._rounds, min_gain=self._min_gain)
-                choice = PrecisionChoice(size_wh, chosen, measurements)
-                logger.info("precision auto on this CPU at %s", choice.describe())
-                if key is not None:
+            if key is None:
+                choice = self._measure(ir, vis, size_wh)
+            else:
+                with _choice_lock:
+                    measure_lock = _measure_locks.setdefault(key, threading.Lock())
+                with measure_lock:
                     with _choice_lock:
-                        _choice_cache[key] = choice
+                        choice = _choice_cache.get(key)
+                    if choice is None:
+                        choice = self._measure(ir, vis, size_wh)
+                        with _choice_lock:
+                            _choice_cache[key] = choice
             self._choices[size_wh] = choice
             self.precision = choice.chosen
             return choice
+
+    def _measure(self, ir: np.ndarray, vis: np.ndarray, size_wh: tuple[int, int]) -> PrecisionChoice:
+        one_ir, one_vis = ir[:1], vis[:1]
+        calls = {name: (lambda b=b: b.fuse_batch(one_ir, one_vis)) for name, b in self.candidates.items()}
+        chosen, measurements = choose_precision(calls, rounds=self._rounds, min_gain=self._min_gain)
+        choice = PrecisionChoice(size_wh, chosen, measurements)
+        logger.info("precision auto on this CPU at %s", choice.describe())
+        return choice
 
     def fuse_batch(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         return self.candidates[self.choice_for(ir, vis).chosen].fuse_batch(ir, vis)
