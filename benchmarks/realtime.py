@@ -20,7 +20,7 @@ Per resolution, on real colour frames (validation clips resized to the resolutio
 
 And the **stream** check: the streaming pipeline (``dstfuse_stream.stream``, H.264 output and preview
 as in the README command) on the README sample clip with the ``default`` Fuser, warmed up, against the
-model-only fps of the same backend on the same frames (measured before and after the run), plus the
+model-only fps of the same backend on the same frames (measured in every round), plus the
 CPU time per frame of each stage run alone (decode, fuse, encode fused, encode preview): on an idle
 machine where fusion saturates every core, ``fuse / (sum of stages)`` is the best ratio the pipeline
 can reach, whatever the load was during the run.
@@ -258,14 +258,15 @@ def cpu_budget(fuser: Fuser, frames: list[tuple[np.ndarray, np.ndarray]], pairs:
     return {k: v * 1e3 for k, v in budget.items()}
 
 
-def run_stream_check(fuser: Fuser, clip: Path, *, workdir: Path, rounds: int = 5) -> dict[str, Any]:
+def run_stream_check(fuser: Fuser, clip: Path, *, workdir: Path, rounds: int = 11) -> dict[str, Any]:
     """The streaming pipeline on the pairs folder ``clip`` (H.264 out + preview) vs model-only fps.
 
-    Each of ``rounds`` rounds times one model-only pass over the clip's frames, then the pipeline with
+    Each of ``rounds`` rounds times one model-only pass over the clip's frames and the pipeline with
     its writer at idle priority (the default) and at normal priority (the readers of the recorded clip at
-    their default idle priority in both); the ratios are medians of the
-    per-round ratios (a short clip on a shared machine varies by 10-20 % from run to run; a slow
-    round slows all three alike)."""
+    their default idle priority in both), the model-only pass first in even rounds and last in odd ones
+    (so a machine that drifts during a round does not favour either side); the ratios are medians of
+    the per-round ratios, with their quartiles (a 20-frame round on this shared VM ranged 0.65-1.05
+    for the same code, so a handful of rounds is not enough)."""
     from dstfuse_stream.sinks import VideoSink
     from dstfuse_stream.streaming import stream
 
@@ -285,17 +286,24 @@ def run_stream_check(fuser: Fuser, clip: Path, *, workdir: Path, rounds: int = 5
     workdir.mkdir(parents=True, exist_ok=True)
     model_times: list[float] = []
     per_round: list[dict[str, Any]] = []
-    for _ in range(max(1, rounds)):
-        times = model_only()
-        model_times += times
-        row: dict[str, Any] = {"model_only_fps": len(times) / sum(times)}
-        for priority in ("idle", "normal"):  # the pipeline's default, then the writer competing as an equal
-            sinks = [VideoSink(workdir / f"sample_fused_{priority}.mp4", fps=30.0),
-                     VideoSink(workdir / f"sample_preview_{priority}.mp4", fps=30.0, content="preview")]
-            with stream(pairs=clip, fuser=fuser, sinks=sinks, background_writer=priority == "idle") as frames_iter:
-                for _ in frames_iter:
-                    pass
-            row[priority] = frames_iter.summary
+    def pipeline(priority: str) -> Any:
+        sinks = [VideoSink(workdir / f"sample_fused_{priority}.mp4", fps=30.0),
+                 VideoSink(workdir / f"sample_preview_{priority}.mp4", fps=30.0, content="preview")]
+        with stream(pairs=clip, fuser=fuser, sinks=sinks, background_writer=priority == "idle") as frames_iter:
+            for _ in frames_iter:
+                pass
+        return frames_iter.summary
+
+    for r in range(max(1, rounds)):
+        row: dict[str, Any] = {}
+        steps = ("model", "idle", "normal")  # the pipeline's default, then the writer competing as an equal
+        for step in steps if r % 2 == 0 else steps[::-1]:
+            if step == "model":
+                times = model_only()
+                model_times += times
+                row["model_only_fps"] = len(times) / sum(times)
+            else:
+                row[step] = pipeline(step)
         per_round.append(row)
     summary = per_round[-1]["idle"]
     model = summarize_latencies(model_times)
@@ -303,6 +311,8 @@ def run_stream_check(fuser: Fuser, clip: Path, *, workdir: Path, rounds: int = 5
 
     def median(values: list[float]) -> float:
         return float(np.median(values))
+
+    ratios = [r["idle"].fps / r["model_only_fps"] for r in per_round]
 
     return {
         "cpu_ms_per_frame": budget,
@@ -317,7 +327,8 @@ def run_stream_check(fuser: Fuser, clip: Path, *, workdir: Path, rounds: int = 5
         "pipeline_fps_normal_writer": median([r["normal"].fps for r in per_round]),
         "model_only_fps": model["fps"],
         "model_only": summarize_latencies(model_times),
-        "ratio": median([r["idle"].fps / r["model_only_fps"] for r in per_round]),
+        "ratio": median(ratios),
+        "ratio_quartiles": [float(q) for q in np.percentile(ratios, [25, 75])],
         "ratio_normal_writer": median([r["normal"].fps / r["model_only_fps"] for r in per_round]),
         "per_round": [{"model_only_fps": r["model_only_fps"], "pipeline_fps": r["idle"].fps,
                        "pipeline_fps_normal_writer": r["normal"].fps} for r in per_round],

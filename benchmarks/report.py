@@ -169,7 +169,9 @@ def realtime_report(result: dict[str, Any]) -> str:
             "",
             "Streaming pipeline (`dstfuse_stream.stream`, H.264 + preview outputs, `default` Fuser, warmed up, readers at the "
             "default idle priority of recorded sources) on the README sample clip; "
-            f"medians over {stream.get('rounds', 1)} rounds, each a model-only pass and the two pipeline runs (ratio: median of the per-round ratios):",
+            f"medians over {stream.get('rounds', 1)} rounds, each a model-only pass and the two pipeline runs, in alternating order "
+            "(ratio: median of the per-round ratios" + (f"; quartiles {format_number(stream['ratio_quartiles'][0], 2)}-"
+                                                          f"{format_number(stream['ratio_quartiles'][1], 2)}" if "ratio_quartiles" in stream else "") + "):",
             "",
             "| clip | frames | size | writer thread | pipeline fps | model-only fps | pipeline / model-only |",
             "|---|---:|---|---|---:|---:|---:|",
