@@ -258,62 +258,75 @@ def cpu_budget(fuser: Fuser, frames: list[tuple[np.ndarray, np.ndarray]], pairs:
     return {k: v * 1e3 for k, v in budget.items()}
 
 
-def run_stream_check(fuser: Fuser, clip: Path, *, workdir: Path, rounds: int = 11) -> dict[str, Any]:
+def run_stream_check(fuser: Fuser, clip: Path, *, workdir: Path, rounds: int = 11,
+                     pipeline_fuser: Fuser | None = None) -> dict[str, Any]:
     """The streaming pipeline on the pairs folder ``clip`` (H.264 out + preview) vs model-only fps.
 
-    Each of ``rounds`` rounds times one model-only pass over the clip's frames and the pipeline with
-    its writer at idle priority (the default) and at normal priority (the readers of the recorded clip at
-    their default idle priority in both), the model-only pass first in even rounds and last in odd ones
-    (so a machine that drifts during a round does not favour either side); the ratios are medians of
-    the per-round ratios, with their quartiles (a 20-frame round on this shared VM ranged 0.65-1.05
-    for the same code, so a handful of rounds is not enough)."""
+    ``fuser`` is the reference (``Fuser()`` defaults: one frame at a time); the pipeline runs on
+    ``pipeline_fuser``, the one ``dstfuse-stream`` builds for this clip (default: ``fuser``; the CLI
+    fuses recorded sources two at a time on a CPU, :func:`~dstfuse_stream.streaming.auto_concurrent_frames`).
+    Each of ``rounds`` rounds times one model-only pass of each fuser over the clip's frames (a pool's
+    members called from as many threads: its throughput) and the pipeline with its writer at idle
+    priority (the default) and at normal priority (the readers of the recorded clip at their default
+    idle priority in both), the model-only passes first in even rounds and last in odd ones (so a
+    machine that drifts during a round does not favour either side). ``ratio``: pipeline fps / the
+    reference's model-only fps (the real-time issue's criterion); ``ratio_own``: / the pipeline
+    fuser's own model-only throughput (what reading, pairing and writing cost it). Ratios are medians
+    of the per-round ratios, with quartiles (a 20-frame round on this shared VM ranged 0.65-1.05 for
+    the same code, so a handful of rounds is not enough)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from dstfuse_stream.sinks import VideoSink
     from dstfuse_stream.streaming import stream
 
+    piped = pipeline_fuser or fuser
     pairs = list_pairs(clip)
     frames = [(read_luma(i), read_bgr(v)) for i, v in pairs]
     prepared = [fuser.prepare(ir, vis) for ir, vis in frames]
     fuser.process(*frames[0])  # warm-up (and the precision choice for this size)
+    piped.process_many([(ir, vis, None) for ir, vis in frames[:piped.concurrent_frames]])
+    pool = ThreadPoolExecutor(piped.concurrent_frames) if piped.concurrent_frames > 1 else None
 
-    def model_only() -> list[float]:
-        times = []
-        for p in prepared:
-            t0 = time.perf_counter()
-            fuser.backend.fuse(p.ir_y, p.vis_y)
-            times.append(time.perf_counter() - t0)
-        return times
+    def model_only(which: Fuser) -> float:
+        t0 = time.perf_counter()
+        if which is piped and pool is not None:
+            list(pool.map(lambda p: which.backend.fuse(p.ir_y, p.vis_y), prepared))
+        else:
+            for p in prepared:
+                which.backend.fuse(p.ir_y, p.vis_y)
+        return len(prepared) / (time.perf_counter() - t0)
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    model_times: list[float] = []
-    per_round: list[dict[str, Any]] = []
     def pipeline(priority: str) -> Any:
         sinks = [VideoSink(workdir / f"sample_fused_{priority}.mp4", fps=30.0),
                  VideoSink(workdir / f"sample_preview_{priority}.mp4", fps=30.0, content="preview")]
-        with stream(pairs=clip, fuser=fuser, sinks=sinks, background_writer=priority == "idle") as frames_iter:
+        with stream(pairs=clip, fuser=piped, sinks=sinks, background_writer=priority == "idle") as frames_iter:
             for _ in frames_iter:
                 pass
         return frames_iter.summary
 
-    for r in range(max(1, rounds)):
-        row: dict[str, Any] = {}
-        steps = ("model", "idle", "normal")  # the pipeline's default, then the writer competing as an equal
-        for step in steps if r % 2 == 0 else steps[::-1]:
-            if step == "model":
-                times = model_only()
-                model_times += times
-                row["model_only_fps"] = len(times) / sum(times)
-            else:
-                row[step] = pipeline(step)
-        per_round.append(row)
+    workdir.mkdir(parents=True, exist_ok=True)
+    per_round: list[dict[str, Any]] = []
+    try:
+        for r in range(max(1, rounds)):
+            row: dict[str, Any] = {}
+            steps = ("model", "idle", "normal")  # the pipeline's default, then the writer competing as an equal
+            for step in steps if r % 2 == 0 else steps[::-1]:
+                if step == "model":
+                    row["model_only_fps"] = model_only(fuser)
+                    row["own_model_only_fps"] = row["model_only_fps"] if piped is fuser else model_only(piped)
+                else:
+                    row[step] = pipeline(step)
+            per_round.append(row)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     summary = per_round[-1]["idle"]
-    model = summarize_latencies(model_times)
     budget = cpu_budget(fuser, frames, pairs, workdir)
 
     def median(values: list[float]) -> float:
         return float(np.median(values))
 
     ratios = [r["idle"].fps / r["model_only_fps"] for r in per_round]
-
     return {
         "cpu_ms_per_frame": budget,
         # fusion keeps every core busy in model-only runs; in the pipeline the other stages need CPU too
@@ -323,16 +336,19 @@ def run_stream_check(fuser: Fuser, clip: Path, *, workdir: Path, rounds: int = 1
         "frames": summary.frames_written,
         "size_wh": list(summary.processing_size_wh or ()),
         "rounds": len(per_round),
+        "concurrent_frames": piped.concurrent_frames,
         "pipeline_fps": median([r["idle"].fps for r in per_round]),
         "pipeline_fps_normal_writer": median([r["normal"].fps for r in per_round]),
-        "model_only_fps": model["fps"],
-        "model_only": summarize_latencies(model_times),
+        "model_only_fps": median([r["model_only_fps"] for r in per_round]),
+        "own_model_only_fps": median([r["own_model_only_fps"] for r in per_round]),
         "ratio": median(ratios),
         "ratio_quartiles": [float(q) for q in np.percentile(ratios, [25, 75])],
+        "ratio_own": median([r["idle"].fps / r["own_model_only_fps"] for r in per_round]),
         "ratio_normal_writer": median([r["normal"].fps / r["model_only_fps"] for r in per_round]),
-        "per_round": [{"model_only_fps": r["model_only_fps"], "pipeline_fps": r["idle"].fps,
-                       "pipeline_fps_normal_writer": r["normal"].fps} for r in per_round],
+        "per_round": [{"model_only_fps": r["model_only_fps"], "own_model_only_fps": r["own_model_only_fps"],
+                       "pipeline_fps": r["idle"].fps, "pipeline_fps_normal_writer": r["normal"].fps} for r in per_round],
         "describe": fuser.describe(),
+        "pipeline_describe": piped.describe(),
     }
 
 

@@ -7,6 +7,7 @@ Writes ``results.json`` (everything, with the machine and the exact command) and
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import tempfile
 import time
@@ -16,6 +17,7 @@ from typing import Any, Sequence
 
 from dstfuse_stream.checkpoint import default_weights_path, save_checkpoint
 from dstfuse_stream.errors import ConfigError
+from dstfuse_stream.fuser import Fuser
 from dstfuse_stream.geometry import parse_size_wh
 from dstfuse_stream.sinks import write_json
 
@@ -33,6 +35,19 @@ DEFAULT_CLIPS = ("sequences/m3svd_frames_0111_1753", "sequences/m3svd_frames_011
 #: The README's sample clip (the ``dstfuse-stream`` quick-start command).
 README_CLIP = "sequences/m3svd_frames_0111_1753"
 DEFAULT_VARIANTS = "fp32-ref,fp32,int8,bf16,int8-ws1,bf16-ws1,default,default-x2"
+
+
+def cli_fuser(clip: Path, weights: str | os.PathLike[str]) -> Fuser:
+    """The Fuser ``dstfuse-stream --pairs CLIP`` builds on this machine (its ``--concurrent-frames auto``)."""
+    from dstfuse_stream.sources import open_source_pair
+    from dstfuse_stream.streaming import auto_concurrent_frames
+
+    ir, vis = open_source_pair(pairs=clip)
+    try:
+        concurrent = auto_concurrent_frames(ir, vis)
+    finally:
+        ir.close(), vis.close()
+    return Fuser(weights, concurrent_frames=concurrent)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +119,10 @@ def run_realtime(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 write_json(out / "results.json", result)
             if not args.no_stream and "default" in fusers:
                 print("stream check (default Fuser, README sample clip)", flush=True)
-                result["stream"] = run_stream_check(fusers["default"], Path(args.stream_clip), workdir=Path(tmp) / "stream")
+                piped = cli_fuser(Path(args.stream_clip), weights)
+                fusers["stream-pipeline"] = piped
+                result["stream"] = run_stream_check(fusers["default"], Path(args.stream_clip), workdir=Path(tmp) / "stream",
+                                                    pipeline_fuser=piped)
         finally:
             for fuser in fusers.values():
                 fuser.close()

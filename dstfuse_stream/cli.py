@@ -47,6 +47,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _auto_or_positive_int(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -138,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="resolution the networks run at, relative to the frame; their decisions are applied to the "
                        "full-resolution frames (auto: 0.5 where the model supports it, else 1; default %(default)s)")
     model.add_argument("--threads", type=_positive_int, help="CPU threads of the backend (default: the usable cores)")
-    model.add_argument("--concurrent-frames", type=_positive_int, default=1,
-                       help="frames fused at once, each on its own backend with threads/N threads (default 1: lowest latency)")
+    model.add_argument("--concurrent-frames", type=_auto_or_positive_int, default="auto",
+                       help="frames fused at once, each on its own backend with threads/N threads; auto: 2 for recorded "
+                       "sources on a CPU (throughput), 1 for live sources (lowest latency) and on a GPU (default %(default)s)")
     run = p.add_argument_group("pipeline")
     run.add_argument("--sync", choices=("auto", "lossless", "latest"), default="auto",
                      help="lossless: block, keep every frame; latest: drop oldest (live); auto: latest for live sources "
@@ -319,7 +324,7 @@ def _open(args: argparse.Namespace, backend: Any) -> tuple[Any, list[Any], Any]:
     from dstfuse_stream.pipeline_config import PipelineConfig
     from dstfuse_stream.sinks import TimingLog
     from dstfuse_stream.sources import open_source_pair
-    from dstfuse_stream.streaming import stream
+    from dstfuse_stream.streaming import auto_concurrent_frames, stream
 
     options = _pipeline_options(args)
     PipelineConfig(**options)  # every bad setting is an error before a camera or file is opened
@@ -341,8 +346,11 @@ def _open(args: argparse.Namespace, backend: Any) -> tuple[Any, list[Any], Any]:
         settings = {"homography": homography, "output": "gray" if args.gray else "bgr", "ir_range": args.ir_range}
         if backend is None:
             import_deferring_sigint("torch", *(("onnxruntime",) if args.backend != "torch" else ()))
+            concurrent = args.concurrent_frames
+            if concurrent == "auto":
+                concurrent = auto_concurrent_frames(ir_src, vis_src, backend=args.backend, device=args.device, threads=args.threads)
             fuser = Fuser(args.weights, args.backend, args.device, args.precision, work_scale=args.work_scale,
-                          threads=args.threads, concurrent_frames=args.concurrent_frames, **settings)
+                          threads=args.threads, concurrent_frames=concurrent, **settings)
         else:
             fuser = Fuser(backend=backend, **settings)
         owned.append(fuser)

@@ -67,6 +67,31 @@ def test_stream_check_runs_the_pipeline_on_a_pairs_folder(tmp_path):
         assert (tmp_path / "work" / f"sample_fused_{io}.mp4").stat().st_size > 0 and (tmp_path / "work" / f"sample_preview_{io}.mp4").is_file()
 
 
+def test_stream_check_runs_the_pipeline_on_its_own_fuser_against_the_reference(tmp_path):
+    """The CLI's pipeline fuser (two frames in flight) against the one-at-a-time reference: ``ratio``
+    uses the reference's model-only fps, ``ratio_own`` the pool's own throughput."""
+    from dstfuse_stream.backends.base import FusionBackend
+    from dstfuse_stream.backends.pool import BackendPool
+
+    class IrBackend(FusionBackend):
+        accepts_uint8 = True
+
+        def __init__(self) -> None:
+            super().__init__(device="cpu", precision="fp32")
+
+        def fuse_batch(self, ir, vis):
+            return ir.astype(np.float32) / 255
+
+    clip = write_clip(tmp_path / "clip", 4)
+    with Fuser(backend=Shift(0)) as fuser, Fuser(backend=BackendPool([IrBackend(), IrBackend()])) as pooled:
+        got = run_stream_check(fuser, clip, workdir=tmp_path / "work", rounds=2, pipeline_fuser=pooled)
+    rounds = got["per_round"]
+    assert got["concurrent_frames"] == 2 and got["frames"] == 4 and "frames in flight: 2" in got["pipeline_describe"]
+    assert got["ratio"] == pytest.approx(np.median([r["pipeline_fps"] / r["model_only_fps"] for r in rounds]))
+    assert got["ratio_own"] == pytest.approx(np.median([r["pipeline_fps"] / r["own_model_only_fps"] for r in rounds]))
+    assert all(r["own_model_only_fps"] != r["model_only_fps"] for r in rounds)  # timed separately
+
+
 @pytest.mark.slow
 def test_realtime_command_on_tiny_weights(tmp_path, capsys):
     torch.manual_seed(0)

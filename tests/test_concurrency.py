@@ -97,3 +97,40 @@ def test_a_named_backend_with_two_frames_in_flight_splits_the_threads(tmp_path, 
             assert all(np.array_equal(g.fused, w.fused) for g, w in zip(got, want))
     finally:
         torch.set_num_threads(previous)
+
+
+def test_auto_concurrent_frames_two_for_recorded_sources_on_a_cpu_one_otherwise(monkeypatch):
+    from dstfuse_stream.backends import precision
+    from dstfuse_stream.streaming import auto_concurrent_frames
+
+    def pair(live: bool = False):
+        return ListSource([ir_frame(0)], live=live), ListSource([vis_frame(0)])
+
+    monkeypatch.setattr(precision, "default_threads", lambda: 2)
+    assert auto_concurrent_frames(*pair(), device="cpu") == 2  # recorded files and folders: throughput
+    assert auto_concurrent_frames(*pair(live=True), device="cpu") == 1  # a camera or stream: lowest latency
+    assert auto_concurrent_frames(*pair(), device="cpu", threads=1) == 1  # one thread cannot be split
+    assert auto_concurrent_frames(*pair(), backend="tensorrt", device="cpu") == 1
+    assert auto_concurrent_frames(*pair(), backend=MaxBackend(), device="cpu") == 1  # one object cannot be copied
+    monkeypatch.setattr(precision, "default_threads", lambda: 1)
+    assert auto_concurrent_frames(*pair(), device="cpu") == 1
+    assert auto_concurrent_frames(*pair(), device="cpu", threads=4) == 2
+
+
+def test_stream_fuses_recorded_sources_two_at_a_time_by_default_with_the_same_frames(tmp_path, lite_model, monkeypatch):
+    import dstfuse_stream as ds
+    from dstfuse_stream.backends import precision
+
+    monkeypatch.setattr(precision, "default_threads", lambda: 2)
+    weights = save_checkpoint(tmp_path / "lite.pt", lite_model, epoch=0)
+    previous = torch.get_num_threads()
+    try:
+        runs = {}
+        for setting in ("auto", 1):
+            sources = [ListSource([ir_frame(i) for i in range(5)]), ListSource([vis_frame(i) for i in range(5)])]
+            with ds.stream(*sources, weights=weights, backend="torch", device="cpu", concurrent_frames=setting, poll_s=0.01) as frames:
+                runs[setting] = (frames.fuser.concurrent_frames, [f.fused.copy() for f in frames])
+        assert runs["auto"][0] == 2 and runs[1][0] == 1
+        assert len(runs["auto"][1]) == 5 and all(np.array_equal(a, b) for a, b in zip(runs["auto"][1], runs[1][1]))
+    finally:
+        torch.set_num_threads(previous)

@@ -36,6 +36,7 @@ class BackendPool(FusionBackend):
         first = backends[0]
         super().__init__(device=first.device, precision=first.precision)
         self.name = first.name
+        self.selection_reason = first.selection_reason
         self.backends = list(backends)
         self.config = getattr(first, "config", None)
         self.work_scale = getattr(first, "work_scale", None)
