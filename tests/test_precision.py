@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -176,4 +177,44 @@ def test_backends_starting_together_share_one_measurement():
     assert sorted(measured) == [1, 5]  # one copy: warm-up + 1 round per candidate (4) + its frame; the other: its frame only
     assert backends[0].precision == backends[1].precision
     assert backends[0].choices[(12, 8)] is backends[1].choices[(12, 8)]
+    clear_choice_cache()
+
+
+def test_a_stored_choice_is_reused_by_a_later_process_and_a_bad_file_is_measured_again(tmp_path, monkeypatch):
+    from dstfuse_stream.backends.autoselect import ChoiceStore
+
+    clock = FakeClock()
+    monkeypatch.setattr(autoselect.time, "perf_counter", clock)
+
+    def make():
+        return {"fp32": Fake("fp32", 0.1, 0.0, clock), "int8": Fake("int8", 0.05, 10 ** (-45 / 20), clock)}
+
+    store = ChoiceStore(tmp_path / "cache" / ChoiceStore.FILENAME)
+    key = ("weights", 0.5, 2, "torch 2.13.0", "AMD EPYC (AMX no, AVX512-BF16 yes, VNNI yes)")
+    ir = np.full((1, 1, 8, 12), 100, np.uint8)
+    clear_choice_cache()
+    first = make()
+    AutoPrecisionBackend(first, cache_key=key, store=store, rounds=2).fuse_batch(ir, ir)
+    assert first["fp32"].calls == 3  # measured
+    saved = json.loads(store.path.read_text())
+    assert list(saved) == ['["weights", "0.5", "2", "torch 2.13.0", "AMD EPYC (AMX no, AVX512-BF16 yes, VNNI yes)", 12, 8]']
+    assert next(iter(saved.values()))["chosen"] == "int8"
+
+    clear_choice_cache()  # a new process: only the file remains
+    second = make()
+    again = AutoPrecisionBackend(second, cache_key=key, store=store, rounds=2)
+    again.fuse_batch(ir, ir)
+    assert (second["fp32"].calls, second["int8"].calls) == (0, 1) and again.precision == "int8"
+    assert f"stored in {store.path}" in again.describe() and "int8 50.0 ms" in again.describe()
+
+    clear_choice_cache()  # another CPU (or library version): its own measurement
+    other = make()
+    AutoPrecisionBackend(other, cache_key=(*key[:-1], "Intel Xeon (AMX yes, AVX512-BF16 yes, VNNI yes)"), store=store, rounds=2).fuse_batch(ir, ir)
+    assert other["fp32"].calls == 3 and len(json.loads(store.path.read_text())) == 2
+
+    clear_choice_cache()
+    store.path.write_text("{not json")
+    broken = make()
+    AutoPrecisionBackend(broken, cache_key=key, store=store, rounds=2).fuse_batch(ir, ir)
+    assert broken["fp32"].calls == 3 and len(json.loads(store.path.read_text())) == 1  # measured, file rewritten
     clear_choice_cache()

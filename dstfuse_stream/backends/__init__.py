@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dstfuse_stream.backends.base import FusionBackend, as_batch
-from dstfuse_stream.backends.precision import cpu_features, default_precision, resolve_precision
+from dstfuse_stream.backends.precision import cpu_features, default_precision, default_threads, resolve_precision
 from dstfuse_stream.backends.work_scale import parse_work_scale
 from dstfuse_stream.errors import BackendError, require_module
 
@@ -256,7 +256,8 @@ def _create_auto_precision(
 ) -> FusionBackend:
     """CPU, precision "auto": fp32 on ``name``, plus int8 (a calibrated file exists) and bf16 (native
     on this CPU) as measured alternatives; a plain fp32 backend when there is no alternative."""
-    from dstfuse_stream.backends.autoselect import AutoPrecisionBackend
+    from dstfuse_stream.backends.autoselect import AutoPrecisionBackend, ChoiceStore
+    from dstfuse_stream.backends.tensorrt_options import default_cache_dir
 
     def make(backend: str, precision: str) -> FusionBackend:
         options = {k: v for k, v in extras.items() if k in _EXTRAS[backend]}
@@ -278,8 +279,24 @@ def _create_auto_precision(
         return fp32
     metadata = getattr(fp32, "metadata", {})
     identity = metadata.get("checkpoint_sha256") or metadata.get("state_dict_sha256")
-    key = (identity, fp32.work_scale, extras.get("threads")) if identity else None
-    return AutoPrecisionBackend(candidates, cache_key=key)
+    if not identity:
+        return AutoPrecisionBackend(candidates)
+    key = (identity, fp32.work_scale, extras.get("threads") or default_threads(), *_library_versions(), cpu_features().summary())
+    store = ChoiceStore(Path(extras.get("cache_dir") or default_cache_dir()) / ChoiceStore.FILENAME)
+    return AutoPrecisionBackend(candidates, cache_key=key, store=store)
+
+
+def _library_versions() -> tuple[str, ...]:
+    """What a stored precision choice is only valid for: this package, torch and onnxruntime versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in ("dstfuse-stream", "torch", "onnxruntime", "onnxruntime-gpu"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            pass
+    return tuple(found)
 
 
 def _create_auto(

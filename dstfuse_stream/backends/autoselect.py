@@ -15,18 +15,26 @@ and, on the first frame of each size, runs :func:`choose_precision`:
 
 The choice is cached for the rest of the process per (model, work scale, threads, frame size), so a
 second :class:`~dstfuse_stream.fuser.Fuser` on the same weights does not measure again. It costs
-``(1 + rounds)`` calls per candidate once per size (about a second at 640x512 on 2 cores).
+``(1 + rounds)`` calls per candidate once per size (0.75 s at 640x480 on 2 cores here, 1.4 s for two
+single-thread copies): on a 20-frame clip that was a third of the run. So the choice is also stored
+(:class:`ChoiceStore`, ``precision_choices.json`` in the export cache folder) under a key that names the
+model, work scale, threads, frame size, CPU (model and features) and library versions: later processes
+on the same machine reuse it and say so in ``describe()``; delete the file to measure again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +44,7 @@ from dstfuse_stream.backends.precision import FIDELITY_GATE_DB
 from dstfuse_stream.errors import ConfigError
 from dstfuse_stream.metrics import psnr
 
-__all__ = ["Measurement", "PrecisionChoice", "choose_precision", "AutoPrecisionBackend", "clear_choice_cache"]
+__all__ = ["Measurement", "PrecisionChoice", "ChoiceStore", "choose_precision", "AutoPrecisionBackend", "clear_choice_cache"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +74,74 @@ class PrecisionChoice:
     size_wh: tuple[int, int]
     chosen: str
     measurements: tuple[Measurement, ...]
+    #: when this choice was measured (UTC, ISO 8601)
+    measured_utc: str = ""
+    #: the :class:`ChoiceStore` file it was read from (``None``: measured by this process)
+    stored_in: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"size_wh": list(self.size_wh), "chosen": self.chosen, "measurements": [asdict(m) for m in self.measurements]}
+        return {"size_wh": list(self.size_wh), "chosen": self.chosen, "measurements": [asdict(m) for m in self.measurements],
+                "measured_utc": self.measured_utc}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "PrecisionChoice":
+        w, h = (int(v) for v in data["size_wh"])
+        measurements = tuple(Measurement(str(m["precision"]), float(m["median_ms"]), float(m["psnr_db"]), bool(m["passed"]))
+                             for m in data["measurements"])
+        return cls((w, h), str(data["chosen"]), measurements, str(data.get("measured_utc", "")))
 
     def describe(self) -> str:
         parts = ", ".join(f"{m.precision} {m.median_ms:.1f} ms" + ("" if m.passed else f" ({m.psnr_db:.1f} dB: fails the gate)")
                           for m in self.measurements)
-        return f"{self.size_wh[0]}x{self.size_wh[1]}: {self.chosen} ({parts})"
+        stored = f"; measured {self.measured_utc}, stored in {self.stored_in}" if self.stored_in else ""
+        return f"{self.size_wh[0]}x{self.size_wh[1]}: {self.chosen} ({parts}{stored})"
+
+
+class ChoiceStore:
+    """Precision choices kept across processes in one JSON file, ``{key: PrecisionChoice.to_dict()}``.
+
+    The caller's key must name everything the choice depends on (model, work scale, threads, frame
+    size, CPU, library versions). A missing, unreadable or corrupt file reads as empty (the choice is
+    measured again and the file rewritten); a write that fails is logged and ignored: the store only
+    saves time. Writes go to a temporary file renamed over the old one, so a reader never sees half a file.
+    """
+
+    FILENAME = "precision_choices.json"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            logger.warning("precision choices %s: unreadable (%s); measuring again", self.path, exc)
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def get(self, key: str) -> PrecisionChoice | None:
+        entry = self._read().get(key)
+        if entry is None:
+            return None
+        try:
+            return replace(PrecisionChoice.from_dict(entry), stored_in=str(self.path))
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.warning("precision choices %s: bad entry (%s); measuring again", self.path, exc)
+            return None
+
+    def put(self, key: str, choice: PrecisionChoice) -> None:
+        data = self._read()
+        data[key] = choice.to_dict()
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            logger.info("precision choices %s: not stored (%s)", self.path, exc)
+            tmp.unlink(missing_ok=True)
 
 
 def _as_2d(output: np.ndarray) -> np.ndarray:
@@ -132,13 +200,16 @@ class AutoPrecisionBackend(FusionBackend):
         candidates: precision -> backend (``"fp32"`` required); the backends are owned and closed here.
         cache_key: identifies the model and settings for the process-wide choice cache (``None``: no
             sharing between instances).
+        store: where choices outlive the process (:class:`ChoiceStore`; used with a ``cache_key`` only,
+            which must then also name the CPU and library versions).
         rounds, min_gain: see :func:`choose_precision`.
     """
 
     name = "auto"
     accepts_uint8 = True
 
-    def __init__(self, candidates: Mapping[str, FusionBackend], *, cache_key: Any = None, rounds: int = 3, min_gain: float = 0.05) -> None:
+    def __init__(self, candidates: Mapping[str, FusionBackend], *, cache_key: Any = None, store: ChoiceStore | None = None,
+                 rounds: int = 3, min_gain: float = 0.05) -> None:
         if REFERENCE not in candidates:
             raise ConfigError(f"AutoPrecisionBackend: expected a {REFERENCE!r} candidate, got {sorted(candidates)}")
         reference = candidates[REFERENCE]
@@ -146,7 +217,7 @@ class AutoPrecisionBackend(FusionBackend):
         self.candidates = dict(candidates)
         self.config = getattr(reference, "config", None)
         self.work_scale = getattr(reference, "work_scale", None)
-        self._cache_key, self._rounds, self._min_gain = cache_key, rounds, min_gain
+        self._cache_key, self._store, self._rounds, self._min_gain = cache_key, store, rounds, min_gain
         self._choices: dict[tuple[int, int], PrecisionChoice] = {}
         self._lock = threading.Lock()
 
@@ -172,7 +243,14 @@ class AutoPrecisionBackend(FusionBackend):
                     with _choice_lock:
                         choice = _choice_cache.get(key)
                     if choice is None:
-                        choice = self._measure(ir, vis, size_wh)
+                        stored_key = json.dumps([*map(str, key[0]), *size_wh]) if self._store is not None else ""
+                        choice = self._store.get(stored_key) if self._store is not None else None
+                        if choice is not None:
+                            logger.info("precision auto at %s (delete the file to measure again)", choice.describe())
+                        else:
+                            choice = self._measure(ir, vis, size_wh)
+                            if self._store is not None:
+                                self._store.put(stored_key, choice)
                         with _choice_lock:
                             _choice_cache[key] = choice
             self._choices[size_wh] = choice
@@ -183,7 +261,7 @@ class AutoPrecisionBackend(FusionBackend):
         one_ir, one_vis = ir[:1], vis[:1]
         calls = {name: (lambda b=b: b.fuse_batch(one_ir, one_vis)) for name, b in self.candidates.items()}
         chosen, measurements = choose_precision(calls, rounds=self._rounds, min_gain=self._min_gain)
-        choice = PrecisionChoice(size_wh, chosen, measurements)
+        choice = PrecisionChoice(size_wh, chosen, measurements, datetime.now(timezone.utc).isoformat(timespec="seconds"))
         logger.info("precision auto on this CPU at %s", choice.describe())
         return choice
 
