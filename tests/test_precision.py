@@ -218,3 +218,12 @@ def test_a_stored_choice_is_reused_by_a_later_process_and_a_bad_file_is_measured
     AutoPrecisionBackend(broken, cache_key=key, store=store, rounds=2).fuse_batch(ir, ir)
     assert broken["fp32"].calls == 3 and len(json.loads(store.path.read_text())) == 1  # measured, file rewritten
     clear_choice_cache()
+
+
+def test_a_store_that_cannot_be_written_only_costs_the_measurement(tmp_path):
+    from dstfuse_stream.backends.autoselect import ChoiceStore, PrecisionChoice
+
+    (tmp_path / "file").write_text("x")
+    store = ChoiceStore(tmp_path / "file" / "cache" / ChoiceStore.FILENAME)  # mkdir fails: ENOTDIR
+    store.put("key", PrecisionChoice((4, 4), "fp32", ()))  # logged, not raised
+    assert store.get("key") is None and sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -141,7 +141,10 @@ class ChoiceStore:
             os.replace(tmp, self.path)
         except OSError as exc:
             logger.info("precision choices %s: not stored (%s)", self.path, exc)
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:  # the folder itself is not usable (a file in its place, no permission)
+                pass
 
 
 def _as_2d(output: np.ndarray) -> np.ndarray:
