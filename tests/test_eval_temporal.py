@@ -68,3 +68,24 @@ def test_video_pair_reads_like_the_frame_folder(tmp_path):
             assert res["video"][m][key] == res["frames"][m][key]
         assert math.isnan(res["video"][m]["attention_mean"])  # baselines have no attention
     assert res["video"]["max"]["frames"] == 6
+
+
+def test_detail_ratio_and_qabf_of_a_method_that_returns_the_textured_source(tmp_path):
+    """IR textured, visible flat: a method returning the IR carries twice the sources' mean average
+    gradient and keeps every edge there is (Qabf at its ceiling, 0.9748); averaging carries the mean."""
+    seq, ir_only = tmp_path / "seq", tmp_path / "ir_only" / "seq"
+    for folder in (seq / "ir", seq / "vi", ir_only):
+        folder.mkdir(parents=True)
+    x = np.arange(32, dtype=np.float64)
+    for t in range(3):
+        ir = (100 + 60 * np.sin((x[None, :] + 3 * t) / 3.0) * np.cos(x[:, None] / 4.0)).round().astype(np.uint8)
+        cv2.imwrite(str(seq / "ir" / f"{t:04d}.png"), ir)
+        cv2.imwrite(str(seq / "vi" / f"{t:04d}.png"), np.full((32, 32), 90 + 5 * t, np.uint8))
+        cv2.imwrite(str(ir_only / f"{t:04d}.png"), ir)
+    res = run_temporal_eval([seq], tmp_path / "out", spec=MethodSpec(["average"], {"ir_only": tmp_path / "ir_only"}))["seq"]
+    assert res["ir_only"]["detail_ratio"] == pytest.approx(2.0)
+    ceiling = 0.9994 / (1 + math.exp(-15 * 0.5)) * 0.9879 / (1 + math.exp(-22 * 0.2))  # Qabf of a perfectly kept edge
+    assert res["ir_only"]["qabf"] == pytest.approx(ceiling, abs=1e-4)
+    assert res["average"]["detail_ratio"] == pytest.approx(1.0, abs=0.02)  # (ir + flat) / 2: half the IR's gradients, rounded to 8 bits
+    table = (tmp_path / "out" / "temporal.md").read_text()
+    assert "| method | frames | MAD fused | MAD sources | ratio | explained | detail | Qabf |" in table

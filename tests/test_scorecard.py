@@ -74,3 +74,20 @@ def test_scorecard_zero_attention_fails_cleanly_and_cli_runs_a_checkpoint(data_r
     assert cli.main(["scorecard", "--weights", str(ckpt), "--data", str(data_root), "--out", str(tmp_path / "cli")]) == 0
     result = json.loads((tmp_path / "cli" / "scorecard.json").read_text())
     assert result["weights"] == str(ckpt) and len(result["sha256"]) == 64 and result["model_config"]["name"] == "lite"
+
+
+def test_temporal_rows_report_how_the_ratio_follows_the_detail():
+    from dstfuse_stream.evaluation.scorecard import _temporal_rows
+
+    def r(ratio, detail, q):
+        return {"frames": 20, "ratio": ratio, "explained_ratio": 0.8, "detail_ratio": detail, "qabf": q}
+
+    clips = {"a": {"dstfuse": r(1.4, 1.6, 0.8), "average": r(0.8, 0.9, 0.4), "max": r(1.2, 1.35, 0.7)},
+             "b": {"dstfuse": r(1.5, 1.7, 0.75), "average": r(0.9, 1.0, 0.4), "max": r(1.3, 1.5, 0.65)}}
+    rows = {row.name: row for row in _temporal_rows(clips, {})}
+    row = rows["temporal ratio vs detail (fused AG / sources'), correlation over methods x clips"]
+    ratio = [1.4, 0.8, 1.2, 1.5, 0.9, 1.3]
+    assert row.value == pytest.approx(np.corrcoef(ratio, [1.6, 0.9, 1.35, 1.7, 1.0, 1.5])[0, 1])
+    assert f"vs Qabf {np.corrcoef(ratio, [0.8, 0.4, 0.7, 0.75, 0.4, 0.65])[0, 1]:.3f}" in row.detail
+    assert "at or below 1.2 on some clip: average, max" in row.detail and "dstfuse detail 1.600 / 1.700" in row.detail
+    assert row.kind == "info" and rows["temporal ratio, a"].kind == "criterion"

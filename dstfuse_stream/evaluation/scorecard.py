@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from dstfuse_stream.errors import SourceError
 
 from .attention_eval import DEFAULT_ATTENTION_KERNEL, run_attention_eval
@@ -144,6 +146,16 @@ def _temporal_rows(clips: dict, video: dict) -> list[Row]:
         e = res["dstfuse"].get("explained_ratio", float("nan"))
         rows.append(Row("info", f"temporal explained ratio (own flicker if > 1), {seq}", e, "<= 1", None,
                         ", ".join(f"{m} {fmt(x.get('explained_ratio', float('nan')))}" for m, x in res.items() if m != "dstfuse")))
+    pairs = [(x["ratio"], x["detail_ratio"], x["qabf"]) for res in clips.values() for x in res.values()
+             if all(math.isfinite(x.get(k, float("nan"))) for k in ("ratio", "detail_ratio", "qabf"))]
+    if len(pairs) >= 3:
+        ratio, detail, q = (np.array(c) for c in zip(*pairs))
+        r_detail, r_qabf = float(np.corrcoef(ratio, detail)[0, 1]), float(np.corrcoef(ratio, q)[0, 1])
+        below = sorted({m for res in clips.values() for m, x in res.items() if x["ratio"] <= TEMPORAL_MAX})
+        rows.append(Row("info", "temporal ratio vs detail (fused AG / sources'), correlation over methods x clips", r_detail,
+                        "-", None, f"vs Qabf {fmt(r_qabf)}; {len(pairs)} method-clip pairs; at or below {TEMPORAL_MAX} on some "
+                        f"clip: {', '.join(below) or 'none'}; dstfuse detail "
+                        + " / ".join(fmt(res["dstfuse"].get("detail_ratio", float("nan"))) for res in clips.values())))
     for seq, res in video.items():
         rows.append(Row("info", f"temporal ratio, video {seq} (first {VIDEO_FRAMES} frames, {VIDEO_MAX_SIZE} px)",
                         res["dstfuse"]["ratio"], f"<= {TEMPORAL_MAX}", None,

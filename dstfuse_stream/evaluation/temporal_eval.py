@@ -4,6 +4,13 @@
 consecutive frames of a frame folder (``ir/`` + ``vi/``, name order) or of a video pair (frame i of
 one file with frame i of the other). With ``stride`` k the "consecutive" frames are every k-th frame,
 for the sources and the fused video alike (a ratio, so comparable; both changes grow with k).
+
+Beside it, per method, the detail its frames carry: ``detail_ratio`` = mean average gradient of the
+fused frames / mean of the two sources' (AG, :func:`~dstfuse_stream.metrics.average_gradient`) and the
+mean ``qabf``. Under camera or object motion a frame's change grows with its gradients, so ``ratio``
+follows ``detail_ratio``: on the three M3SVD validation clips, over six methods, their correlation was
+0.93 (and ``ratio`` with Qabf 0.88; docs/evaluation.md). A ratio above 1 with ``explained_ratio`` <= 1
+is detail, not flicker.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from dstfuse_stream.imageio import list_pairs
-from dstfuse_stream.metrics import TemporalStability
+from dstfuse_stream.metrics import TemporalStability, average_gradient, qabf
 
 from .data import dataset_names, load_pair, read_video_pair, select_stride
 from .methods import SHARP, MethodSpec, PairKey, close_all, fuse_aligned
@@ -69,6 +76,7 @@ def run_temporal_eval(
         for seq, frames in sources:
             meters = {m.name: TemporalStability() for m in method_list}
             attention: dict[str, list[float]] = {m.name: [] for m in method_list}
+            detail: dict[str, list[tuple[float, float, float]]] = {m.name: [] for m in method_list}  # AG fused, AG sources, Qabf
             missing: set[str] = set()
             count = 0
             for name, ir, vis in frames:
@@ -82,11 +90,17 @@ def run_temporal_eval(
                         missing.add(method.name)
                         continue
                     meters[method.name].update(*got.sources, got.fused)
+                    a, b = got.sources
+                    detail[method.name].append((average_gradient(got.fused), 0.5 * (average_gradient(a) + average_gradient(b)),
+                                                qabf(a, b, got.fused)))
                     if got.result.attention is not None:
                         attention[method.name].append(float(np.mean(got.result.attention)))
             summary[seq] = {}
             for m in method_list:
                 r = meters[m.name].result()
+                d = np.array(detail[m.name], dtype=np.float64).reshape(-1, 3)
+                r["detail_ratio"] = float(d[:, 0].mean() / d[:, 1].mean()) if len(d) and d[:, 1].mean() > 0 else float("nan")
+                r["qabf"] = float(d[:, 2].mean()) if len(d) else float("nan")
                 if m.name in missing:
                     r = {k: float("nan") for k in r}
                 summary[seq][m.name] = {"frames": count, **r, "attention_mean": mean_finite(attention[m.name])}
@@ -94,7 +108,8 @@ def run_temporal_eval(
         close_all(method_list)
     rows = [{"sequence": s, "method": m, **r} for s, res in summary.items() for m, r in res.items()]
     write_csv(out / "temporal.csv", rows,
-              ("sequence", "method", "frames", "steps", "fused_mad", "source_mad", "ratio", "explained_ratio", "attention_mean"))
+              ("sequence", "method", "frames", "steps", "fused_mad", "source_mad", "ratio", "explained_ratio", "detail_ratio",
+               "qabf", "attention_mean"))
     (out / "temporal.md").write_text(temporal_report(summary, stride=stride, max_size=max_size))
     return summary
 
@@ -109,8 +124,11 @@ def temporal_report(summary: dict[str, dict[str, dict[str, float]]], *, stride: 
                   "MAD = mean |frame t - frame t-1|; ratio = MAD fused / MAD sources (mean of the two; 1: the fused "
                   "video changes as much as its inputs); explained = MAD fused / mean pixel-wise max of the two "
                   "sources' changes (<= 1 for any fixed blend of the sources; > 1: flicker of the method's own; "
-                  "`dstfuse_stream.metrics.TemporalStability`).", ""]
-        lines.append(markdown_table(["method", "frames", "MAD fused", "MAD sources", "ratio", "explained"],
+                  "`dstfuse_stream.metrics.TemporalStability`); detail = mean average gradient of the fused frames / "
+                  "the sources' mean (the ratio grows with it under motion); Qabf = mean over the frames.", ""]
+        nan = float("nan")
+        lines.append(markdown_table(["method", "frames", "MAD fused", "MAD sources", "ratio", "explained", "detail", "Qabf"],
                                     [[m, r["frames"], fmt(r["fused_mad"]), fmt(r["source_mad"]), fmt(r["ratio"]),
-                                      fmt(r.get("explained_ratio", float("nan")))] for m, r in res.items()]))
+                                      fmt(r.get("explained_ratio", nan)), fmt(r.get("detail_ratio", nan)), fmt(r.get("qabf", nan))]
+                                     for m, r in res.items()]))
     return "\n".join(lines) + "\n"
