@@ -7,8 +7,8 @@ Writes ``results.json`` (everything, with the machine and the exact command) and
 from __future__ import annotations
 
 import argparse
-import os
 import logging
+import os
 import tempfile
 import time
 from datetime import datetime, timezone

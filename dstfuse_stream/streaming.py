@@ -37,8 +37,8 @@ def auto_concurrent_frames(
 
     2 when both sources are recorded (files, folders) and the fusion runs on a CPU with at least two
     threads: two backends with half the threads each keep the cores busier than one with all of
-    them (`dstfuse-bench realtime`, 640x512 on 2 cores: 14.1 vs 11.0 frames/s, each frame taking
-    longer), and a recorded job wants throughput. 1 for live sources (cameras, network streams:
+    them (`dstfuse-bench realtime`, 640x512 on 2 cores: 12.4-14.1 vs 11.0-11.2 frames/s model-only over
+    three runs, each frame taking longer), and a recorded job wants throughput. 1 for live sources (cameras, network streams:
     the lowest latency per frame), on a GPU, with a single thread, and for a backend object (one
     instance cannot be copied).
     """

@@ -15,8 +15,8 @@ and, on the first frame of each size, runs :func:`choose_precision`:
 
 The choice is cached for the rest of the process per (model, work scale, threads, frame size), so a
 second :class:`~dstfuse_stream.fuser.Fuser` on the same weights does not measure again. It costs
-``(1 + rounds)`` calls per candidate once per size (0.75 s at 640x480 on 2 cores here, 1.4 s for two
-single-thread copies): on a 20-frame clip that was a third of the run. So the choice is also stored
+``(1 + rounds)`` calls per candidate once per size (a fresh Fuser's first frame took 0.84 s at 640x480 on
+2 cores here, 1.39 s for two single-thread copies): on a 20-frame clip that was a third of the run. So the choice is also stored
 (:class:`ChoiceStore`, ``precision_choices.json`` in the export cache folder) under a key that names the
 model, work scale, threads, frame size, CPU (model and features) and library versions: later processes
 on the same machine reuse it and say so in ``describe()``; delete the file to measure again.
