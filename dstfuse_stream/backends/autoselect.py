@@ -246,19 +246,25 @@ class AutoPrecisionBackend(FusionBackend):
                     with _choice_lock:
                         choice = _choice_cache.get(key)
                     if choice is None:
-                        stored_key = json.dumps([*map(str, key[0]), *size_wh]) if self._store is not None else ""
-                        choice = self._store.get(stored_key) if self._store is not None else None
-                        if choice is not None:
-                            logger.info("precision auto at %s (delete the file to measure again)", choice.describe())
-                        else:
-                            choice = self._measure(ir, vis, size_wh)
-                            if self._store is not None:
-                                self._store.put(stored_key, choice)
+                        choice = self._stored_or_measured(ir, vis, size_wh)
                         with _choice_lock:
                             _choice_cache[key] = choice
             self._choices[size_wh] = choice
             self.precision = choice.chosen
             return choice
+
+    def _stored_or_measured(self, ir: np.ndarray, vis: np.ndarray, size_wh: tuple[int, int]) -> PrecisionChoice:
+        """The choice the store holds for this key and size, else a new measurement (then stored)."""
+        if self._store is None:
+            return self._measure(ir, vis, size_wh)
+        stored_key = json.dumps([*map(str, self._cache_key), *size_wh])
+        choice = self._store.get(stored_key)
+        if choice is not None:
+            logger.info("precision auto at %s (delete the file to measure again)", choice.describe())
+            return choice
+        choice = self._measure(ir, vis, size_wh)
+        self._store.put(stored_key, choice)
+        return choice
 
     def _measure(self, ir: np.ndarray, vis: np.ndarray, size_wh: tuple[int, int]) -> PrecisionChoice:
         one_ir, one_vis = ir[:1], vis[:1]
